@@ -1,0 +1,3 @@
+from .efficientformer_v2 import EfficientFormerV2
+
+__all__ = ['EfficientFormerV2']

@@ -1,0 +1,543 @@
+"""EfficientFormerV2 backbone (Li et al., "Rethinking Vision Transformers for
+MobileNet Size and Speed", ICCV 2023) as used by CGRSeg for dense prediction.
+
+One class, :class:`EfficientFormerV2`, with the sizes S0/S1/S2/L as rows of
+``ARCH_SETTINGS``. State-dict keys, shapes and order are those of the original
+``efficientformerv2_*_feat`` backbones, so their checkpoints load with
+``strict=True``:
+
+``patch_embed.{0,1,3,4}``, ``network.{0,2,4,6}`` (stages of FFN/AttnFFN
+blocks), ``network.{1,3}.{proj,norm}`` (conv downsamples) and
+``network.5.{attn,conv,bn}`` (attention downsample).
+
+Differences from the original, none of which changes a result it computed:
+
+* attention biases are gathered from the parameter on every forward, so
+  weights loaded after ``.eval()`` take effect (the original cached a copy when
+  ``.eval()`` was called, quirk Q4);
+* inputs whose stride-16 map has an odd side are supported (the original
+  crashed on them, quirk Q6): the strided attention upsamples back to the exact
+  input size and the attention downsample uses the real query-grid size. For
+  even sizes the computation is the original's, bit for bit;
+* ``norm_cfg`` and ``norm_eval`` make the BN behaviour explicit (quirk Q16):
+  the original froze BN statistics during training only when it was built
+  without a pretrained checkpoint, and converted them to SyncBN otherwise.
+"""
+import itertools
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, OptConfigType
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..utils.pretrained import load_pretrained_backbone
+
+# Per size: stage widths, stage depths, the MLP expansion ratio of every
+# block, how many trailing blocks of stages 2 and 3 use attention, and the
+# default stochastic-depth rate.
+ARCH_SETTINGS: Dict[str, dict] = {
+    's0': dict(
+        widths=(32, 48, 96, 176),
+        depths=(2, 2, 6, 4),
+        mlp_ratios=((4, 4), (4, 4), (4, 3, 3, 3, 4, 4), (4, 3, 3, 4)),
+        num_attention_blocks=2,
+        drop_path_rate=0.0),
+    's1': dict(
+        widths=(32, 48, 120, 224),
+        depths=(3, 3, 9, 6),
+        mlp_ratios=((4, 4, 4), (4, 4, 4), (4, 4, 3, 3, 3, 3, 4, 4, 4),
+                    (4, 4, 3, 3, 4, 4)),
+        num_attention_blocks=2,
+        drop_path_rate=0.0),
+    's2': dict(
+        widths=(32, 64, 144, 288),
+        depths=(4, 4, 12, 8),
+        mlp_ratios=((4, 4, 4, 4), (4, 4, 4, 4),
+                    (4, 4, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4),
+                    (4, 4, 3, 3, 3, 3, 4, 4)),
+        num_attention_blocks=4,
+        drop_path_rate=0.02),
+    'l': dict(
+        widths=(40, 80, 192, 384),
+        depths=(5, 5, 15, 10),
+        mlp_ratios=((4, 4, 4, 4, 4), (4, 4, 4, 4, 4),
+                    (4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4),
+                    (4, 4, 4, 3, 3, 3, 3, 4, 4, 4)),
+        num_attention_blocks=6,
+        drop_path_rate=0.1),
+}
+
+
+def relative_offset_index(query_res: int, key_res: int,
+                          stride: int) -> Tuple[torch.Tensor, int]:
+    """Index of the (|dy|, |dx|) offset between every query and key position.
+
+    Queries lie on a ``query_res``² grid whose coordinates are scaled by
+    ``stride``, keys on a ``key_res``² grid. Offsets are numbered in the order
+    in which they first occur when queries and keys are enumerated row-major,
+    which is the numbering of the original checkpoints' bias tables.
+
+    Returns:
+        (index of shape (query_res², key_res²), number of distinct offsets)
+    """
+    q = torch.tensor(list(itertools.product(range(query_res), repeat=2)))
+    k = torch.tensor(list(itertools.product(range(key_res), repeat=2)))
+    rel = (q[:, None, :] * stride - k[None, :, :]).abs()
+    flat = (rel[..., 0] * (rel[..., 1].max() + 1) + rel[..., 1]).flatten()
+    unique, inverse = torch.unique(flat, return_inverse=True)
+    positions = torch.arange(flat.numel())
+    first_seen = torch.full((len(unique), ), flat.numel()).scatter_reduce(
+        0, inverse, positions, reduce='amin')
+    rank = torch.empty_like(first_seen)
+    rank[first_seen.argsort()] = torch.arange(len(unique))
+    return rank[inverse].view(len(q), len(k)), len(unique)
+
+
+class AttentionBiasMixin:
+    """Learned relative-position bias, resized to the actual token counts.
+
+    The table ``attention_biases_seg`` (heads, num_offsets) is gathered to
+    (heads, Nq_table, Nk_table) and resized bicubically to (heads, Nq, Nk) when
+    the input is not at the native ``resolution`` (the original's behaviour).
+    """
+
+    attention_biases_seg: nn.Parameter
+    attention_bias_idxs_seg: torch.Tensor
+    checkpoint_hint: str = ''
+
+    def _register_bias_table(self, num_heads: int, query_res: int,
+                             key_res: int, stride: int,
+                             legacy_shape: Tuple[int, int]) -> None:
+        index, num_offsets = relative_offset_index(query_res, key_res, stride)
+        self.attention_biases_seg = nn.Parameter(
+            torch.zeros(num_heads, num_offsets))
+        # Never read: these buffers exist only so that the original ImageNet
+        # and segmentation checkpoints load with strict=True (quirk Q5).
+        self.register_buffer('attention_biases',
+                             torch.zeros(num_heads, legacy_shape[1]))
+        self.register_buffer('attention_bias_idxs',
+                             torch.ones(legacy_shape, dtype=torch.long))
+        self.register_buffer('attention_bias_idxs_seg', index)
+
+    def attention_bias(self, num_queries: int, num_keys: int) -> torch.Tensor:
+        bias = self.attention_biases_seg[:, self.attention_bias_idxs_seg]
+        if bias.shape[-2:] != (num_queries, num_keys):
+            bias = F.interpolate(
+                bias.unsqueeze(0), size=(num_queries, num_keys),
+                mode='bicubic')
+        return bias
+
+    def _check_bias_table(self, state_dict: dict, prefix: str) -> None:
+        """Name the ``resolution`` mismatch instead of a bare size error."""
+        key = prefix + 'attention_biases_seg'
+        if key in state_dict and (state_dict[key].shape !=
+                                  self.attention_biases_seg.shape):
+            raise ValueError(
+                f'checkpoint entry {key!r} has shape '
+                f'{tuple(state_dict[key].shape)} but this backbone expects '
+                f'{tuple(self.attention_biases_seg.shape)}: the bias tables '
+                f'depend on the backbone argument `resolution` '
+                f'({self.checkpoint_hint}). Build the backbone with the '
+                f'`resolution` the checkpoint was trained with (CGRSeg '
+                f'checkpoints use the default 512).')
+
+
+class Attention4D(AttentionBiasMixin, nn.Module):
+    """Multi-head self-attention over a (B, C, H, W) map with talking heads.
+
+    With ``stride=2`` the map is first reduced by a depthwise 3×3 stride-2
+    conv + BN, attention runs on the reduced grid, and the result is upsampled
+    bilinearly back to (H, W). ``v_local`` (depthwise 3×3 conv + BN on v) is
+    added before the output projection (act → 1×1 conv → BN).
+
+    Shapes: (B, dim, H, W) → (B, dim, H, W).
+    """
+
+    def __init__(self,
+                 dim: int,
+                 resolution: int,
+                 stride: Optional[int] = None,
+                 key_dim: int = 32,
+                 num_heads: int = 8,
+                 attn_ratio: int = 4,
+                 norm_cfg: ConfigType = dict(type='BN'),
+                 act_cfg: ConfigType = dict(type='GELU')):
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.scale = key_dim**-0.5
+        self.d = attn_ratio * key_dim
+        self.dh = self.d * num_heads
+        if stride is not None:
+            resolution = math.ceil(resolution / stride)
+            self.stride_conv = nn.Sequential(
+                nn.Conv2d(dim, dim, 3, stride, 1, groups=dim),
+                build_norm_layer(norm_cfg, dim)[1])
+        else:
+            self.stride_conv = None
+        self.checkpoint_hint = (f'a {resolution}x{resolution} token grid '
+                                f'gives {resolution**2} offsets')
+        qk_dim = key_dim * num_heads
+        self.q = nn.Sequential(
+            nn.Conv2d(dim, qk_dim, 1), build_norm_layer(norm_cfg, qk_dim)[1])
+        self.k = nn.Sequential(
+            nn.Conv2d(dim, qk_dim, 1), build_norm_layer(norm_cfg, qk_dim)[1])
+        self.v = nn.Sequential(
+            nn.Conv2d(dim, self.dh, 1), build_norm_layer(norm_cfg, self.dh)[1])
+        self.v_local = nn.Sequential(
+            nn.Conv2d(self.dh, self.dh, 3, 1, 1, groups=self.dh),
+            build_norm_layer(norm_cfg, self.dh)[1])
+        self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
+        self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
+        self.proj = nn.Sequential(
+            build_activation_layer(act_cfg), nn.Conv2d(self.dh, dim, 1),
+            build_norm_layer(norm_cfg, dim)[1])
+        self._register_bias_table(
+            num_heads, resolution, resolution, 1, legacy_shape=(49, 49))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._check_bias_table(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        if self.stride_conv is not None:
+            x = self.stride_conv(x)
+        h, w = x.shape[-2:]
+        n = h * w
+        q = self.q(x).flatten(2).reshape(B, self.num_heads, -1, n)
+        k = self.k(x).flatten(2).reshape(B, self.num_heads, -1, n)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.flatten(2).reshape(B, self.num_heads, -1, n).transpose(2, 3)
+
+        attn = (q.transpose(2, 3) @ k) * self.scale
+        attn = attn + self.attention_bias(n, n)
+        attn = self.talking_head1(attn).softmax(dim=-1)
+        attn = self.talking_head2(attn)
+
+        out = (attn @ v).transpose(2, 3).reshape(B, self.dh, h, w) + v_local
+        if self.stride_conv is not None:
+            out = F.interpolate(
+                out, size=(H, W), mode='bilinear', align_corners=False)
+        return self.proj(out)
+
+
+class LocalGlobalQuery(nn.Module):
+    """Query of the attention downsample: 1×1 conv + BN of
+    (depthwise 3×3 stride-2 conv(x) + stride-2 subsampling of x).
+
+    Shapes: (B, C, H, W) → (B, out_dim, ceil(H/2), ceil(W/2)).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, norm_cfg: ConfigType):
+        super().__init__()
+        self.pool = nn.AvgPool2d(1, 2, 0)
+        self.local = nn.Sequential(
+            nn.Conv2d(in_dim, in_dim, 3, 2, 1, groups=in_dim))
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_dim, out_dim, 1), build_norm_layer(norm_cfg,
+                                                            out_dim)[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.local(x) + self.pool(x))
+
+
+class Attention4DDownsample(AttentionBiasMixin, nn.Module):
+    """Attention whose queries live on the stride-2 grid (keys and values on
+    the full grid): a learned, content-aware 2× downsample.
+
+    Shapes: (B, dim, H, W) → (B, out_dim, ceil(H/2), ceil(W/2)).
+    """
+
+    def __init__(self,
+                 dim: int,
+                 out_dim: int,
+                 resolution: int,
+                 key_dim: int = 16,
+                 num_heads: int = 8,
+                 attn_ratio: int = 4,
+                 norm_cfg: ConfigType = dict(type='BN'),
+                 act_cfg: ConfigType = dict(type='GELU')):
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.scale = key_dim**-0.5
+        self.d = attn_ratio * key_dim
+        self.dh = self.d * num_heads
+        query_res = math.ceil(resolution / 2)
+        self.checkpoint_hint = (f'{query_res}x{query_res} queries over '
+                                f'{resolution}x{resolution} keys')
+        qk_dim = key_dim * num_heads
+        self.q = LocalGlobalQuery(dim, qk_dim, norm_cfg)
+        self.k = nn.Sequential(
+            nn.Conv2d(dim, qk_dim, 1), build_norm_layer(norm_cfg, qk_dim)[1])
+        self.v = nn.Sequential(
+            nn.Conv2d(dim, self.dh, 1), build_norm_layer(norm_cfg, self.dh)[1])
+        self.v_local = nn.Sequential(
+            nn.Conv2d(self.dh, self.dh, 3, 2, 1, groups=self.dh),
+            build_norm_layer(norm_cfg, self.dh)[1])
+        self.proj = nn.Sequential(
+            build_activation_layer(act_cfg), nn.Conv2d(self.dh, out_dim, 1),
+            build_norm_layer(norm_cfg, out_dim)[1])
+        stride = math.ceil(resolution / query_res)
+        self._register_bias_table(
+            num_heads, query_res, resolution, stride, legacy_shape=(49, 196))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._check_bias_table(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        q = self.q(x)
+        h, w = q.shape[-2:]
+        q = q.flatten(2).reshape(B, self.num_heads, -1, h * w).transpose(2, 3)
+        k = self.k(x).flatten(2).reshape(B, self.num_heads, -1, H * W)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.flatten(2).reshape(B, self.num_heads, -1, H * W).transpose(2, 3)
+
+        attn = (q @ k) * self.scale
+        attn = attn + self.attention_bias(h * w, H * W)
+        attn = attn.softmax(dim=-1)
+
+        out = (attn @ v).transpose(2, 3).reshape(B, self.dh, h, w) + v_local
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    """fc1 (1×1) → BN → act → depthwise 3×3 → BN → act → fc2 (1×1) → BN.
+
+    Shapes: (B, C, H, W) → (B, C, H, W).
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, norm_cfg: ConfigType,
+                 act_cfg: ConfigType):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.act = build_activation_layer(act_cfg)
+        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        for conv in (self.fc1, self.fc2):
+            trunc_normal_(conv.weight, std=.02)
+            nn.init.zeros_(conv.bias)
+        self.mid = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim)
+        self.mid_norm = build_norm_layer(norm_cfg, hidden_dim)[1]
+        self.norm1 = build_norm_layer(norm_cfg, hidden_dim)[1]
+        self.norm2 = build_norm_layer(norm_cfg, dim)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.fc1(x)))
+        x = self.act(self.mid_norm(self.mid(x)))
+        return self.norm2(self.fc2(x))
+
+
+class FFN(nn.Module):
+    """x + drop_path(layer_scale_2 · Mlp(x)). Shapes: (B, C, H, W) kept."""
+
+    def __init__(self, dim: int, mlp_ratio: float, drop_path: float,
+                 layer_scale_init: float, norm_cfg: ConfigType,
+                 act_cfg: ConfigType):
+        super().__init__()
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), norm_cfg, act_cfg)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.layer_scale_2 = nn.Parameter(
+            torch.full((dim, 1, 1), layer_scale_init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
+
+
+class AttnFFN(nn.Module):
+    """x + ls1 · Attention4D(x), then + ls2 · Mlp(·), each with drop_path.
+
+    Shapes: (B, C, H, W) kept.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float, drop_path: float,
+                 layer_scale_init: float, resolution: int,
+                 stride: Optional[int], norm_cfg: ConfigType,
+                 act_cfg: ConfigType):
+        super().__init__()
+        self.token_mixer = Attention4D(
+            dim, resolution, stride=stride, norm_cfg=norm_cfg,
+            act_cfg=act_cfg)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), norm_cfg, act_cfg)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.layer_scale_1 = nn.Parameter(
+            torch.full((dim, 1, 1), layer_scale_init))
+        self.layer_scale_2 = nn.Parameter(
+            torch.full((dim, 1, 1), layer_scale_init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(x))
+        return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
+
+
+class ConvDownsample(nn.Module):
+    """3×3 stride-2 conv + BN. Shapes: (B, C, H, W) → (B, C', ⌈H/2⌉, ⌈W/2⌉)."""
+
+    def __init__(self, in_dim: int, out_dim: int, norm_cfg: ConfigType):
+        super().__init__()
+        self.proj = nn.Conv2d(in_dim, out_dim, 3, 2, 1)
+        self.norm = build_norm_layer(norm_cfg, out_dim)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class AttentionDownsample(nn.Module):
+    """Attention4DDownsample(x) + BN(3×3 stride-2 conv(x)).
+
+    Shapes: (B, C, H, W) → (B, C', ⌈H/2⌉, ⌈W/2⌉).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, resolution: int,
+                 norm_cfg: ConfigType, act_cfg: ConfigType):
+        super().__init__()
+        self.attn = Attention4DDownsample(
+            in_dim, out_dim, resolution, norm_cfg=norm_cfg, act_cfg=act_cfg)
+        self.conv = nn.Conv2d(in_dim, out_dim, 3, 2, 1)
+        self.bn = build_norm_layer(norm_cfg, out_dim)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x) + self.bn(self.conv(x))
+
+
+@MODELS.register_module()
+class EfficientFormerV2(BaseModule):
+    """EfficientFormerV2 feature extractor (strides 4, 8, 16, 32).
+
+    Args:
+        arch: 's0', 's1', 's2' or 'l' (CGRSeg-T/B/L use s1/s2/l).
+        out_indices: stages whose outputs are returned (0..3).
+        resolution: input size the attention-bias tables are laid out for;
+            other sizes resize the biases bicubically. Checkpoints fix it
+            (the CGRSeg ones use 512).
+        drop_path_rate: stochastic depth, growing linearly over all blocks;
+            ``None`` takes the size's default (0 / 0 / 0.02 / 0.1).
+        layer_scale_init: initial value of the residual layer scales.
+        norm_cfg: every BN of the backbone (the original built BN, and
+            converted it to SyncBN when given a pretrained checkpoint).
+        act_cfg: activation of stem, MLPs and attention projections.
+        norm_eval: keep BNs in eval mode during training (frozen statistics).
+            ``False`` is what the original's real training did (it loaded a
+            pretrained checkpoint, which converted BN to SyncBN and so bypassed
+            its BN-freezing trick); ``True`` is what it did without one.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads ImageNet
+            weights (original release or timm format, see
+            :func:`load_pretrained_backbone`), listing any key that does not fit.
+
+    Input (B, 3, H, W) → tuple of (B, C_i, ⌈H/2^(i+2)⌉, ⌈W/2^(i+2)⌉).
+    """
+
+    def __init__(self,
+                 arch: str = 's1',
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 resolution: int = 512,
+                 drop_path_rate: Optional[float] = None,
+                 layer_scale_init: float = 1e-5,
+                 norm_cfg: ConfigType = dict(type='BN'),
+                 act_cfg: ConfigType = dict(type='GELU'),
+                 norm_eval: bool = False,
+                 init_cfg: OptConfigType = None):
+        super().__init__(init_cfg=init_cfg)
+        if arch not in ARCH_SETTINGS:
+            raise ValueError(
+                f'EfficientFormerV2: unknown arch {arch!r}; choose one of '
+                f'{sorted(ARCH_SETTINGS)} (CGRSeg-T/B/L use s1/s2/l).')
+        if any(i not in range(4) for i in out_indices):
+            raise ValueError(f'EfficientFormerV2: out_indices must be stage '
+                             f'indices in 0..3, got {tuple(out_indices)}.')
+        setting = ARCH_SETTINGS[arch]
+        self.arch = arch
+        self.out_indices = tuple(out_indices)
+        self.norm_eval = norm_eval
+        widths, depths = setting['widths'], setting['depths']
+        if drop_path_rate is None:
+            drop_path_rate = setting['drop_path_rate']
+        self.embed_dims = widths
+
+        self.patch_embed = nn.Sequential(
+            nn.Conv2d(3, widths[0] // 2, 3, 2, 1),
+            build_norm_layer(norm_cfg, widths[0] // 2)[1],
+            build_activation_layer(act_cfg),
+            nn.Conv2d(widths[0] // 2, widths[0], 3, 2, 1),
+            build_norm_layer(norm_cfg, widths[0])[1],
+            build_activation_layer(act_cfg))
+
+        total_blocks = sum(depths)
+        network: List[nn.Module] = []
+        for stage, (width, depth) in enumerate(zip(widths, depths)):
+            stage_res = math.ceil(resolution / 2**(stage + 2))
+            first_attention = depth - setting['num_attention_blocks']
+            blocks = []
+            for i in range(depth):
+                block_index = sum(depths[:stage]) + i
+                common = dict(
+                    dim=width,
+                    mlp_ratio=setting['mlp_ratios'][stage][i],
+                    drop_path=drop_path_rate * block_index /
+                    (total_blocks - 1),
+                    layer_scale_init=layer_scale_init,
+                    norm_cfg=norm_cfg,
+                    act_cfg=act_cfg)
+                if stage >= 2 and i >= first_attention:
+                    blocks.append(
+                        AttnFFN(
+                            resolution=stage_res,
+                            stride=2 if stage == 2 else None,
+                            **common))
+                else:
+                    blocks.append(FFN(**common))
+            network.append(nn.Sequential(*blocks))
+            if stage == 3:
+                break
+            if stage >= 2:
+                network.append(
+                    AttentionDownsample(width, widths[stage + 1], stage_res,
+                                        norm_cfg, act_cfg))
+            else:
+                network.append(
+                    ConvDownsample(width, widths[stage + 1], norm_cfg))
+        self.network = nn.ModuleList(network)
+
+    def init_weights(self) -> None:
+        if self.init_cfg is not None and self.init_cfg.get(
+                'type') == 'Pretrained':
+            load_pretrained_backbone(self, self.init_cfg['checkpoint'])
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f'EfficientFormerV2 expects a (B, 3, H, W) image batch, got '
+                f'shape {tuple(x.shape)}. Pass RGB images through the '
+                f'data preprocessor (SegDataPreProcessor) first.')
+        x = self.patch_embed(x)
+        outs = []
+        for stage in range(4):
+            x = self.network[2 * stage](x)
+            if stage in self.out_indices:
+                outs.append(x)
+            if stage < 3:
+                x = self.network[2 * stage + 1](x)
+        return tuple(outs)
+
+    def train(self, mode: bool = True) -> 'EfficientFormerV2':
+        super().train(mode)
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self

@@ -1,0 +1,3 @@
+from .cgr_head import CGRSegHead
+
+__all__ = ['CGRSegHead']

@@ -1,0 +1,101 @@
+"""Access to the parity fixtures of the original 0.x CGRSeg (tests/data/reference,
+copied from the project's shared reference folder) and the deterministic
+weight rule they were generated with."""
+import math
+import zlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+REFERENCE_DIR = Path(__file__).parent / 'data' / 'reference'
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {
+    't': 'configs/cgrseg/cgrseg_efficientformerv2-s1_4xb4-adamw-160k_'
+         'ade20k-512x512.py',
+    'b': 'configs/cgrseg/cgrseg_efficientformerv2-s2_4xb4-adamw-160k_'
+         'ade20k-512x512.py',
+    'l': 'configs/cgrseg/cgrseg_efficientformerv2-l_4xb4-adamw-160k_'
+         'ade20k-512x512.py',
+}
+
+
+def load_fixture(name: str) -> dict:
+    return torch.load(REFERENCE_DIR / name, weights_only=True)
+
+
+def rule_tensor(key: str, shape) -> torch.Tensor:
+    """The fixtures' weight for one float entry: a function of key and shape
+    only (one generator per key, seeded with the key's CRC32)."""
+    gen = torch.Generator().manual_seed(zlib.crc32(key.encode('utf-8')))
+    shape = tuple(shape)
+    if key.endswith('running_var'):
+        return 0.5 + torch.rand(shape, generator=gen)
+    if key.endswith('running_mean'):
+        return 0.1 * torch.randn(shape, generator=gen)
+    if len(shape) == 4:
+        fan_in = math.prod(shape[1:])
+        value = torch.randn(shape, generator=gen) / math.sqrt(fan_in)
+        # The one exception to the generic rule: it sharpens the coarse
+        # logits so that the spatial gather and DPG paths are testable.
+        return value * 8.0 if key == 'decode_head.conv_seg.weight' else value
+    if len(shape) == 2:
+        return torch.randn(shape, generator=gen)
+    value = 0.1 * torch.randn(shape, generator=gen)
+    return value + 1.0 if key.endswith('.weight') else value
+
+
+@lru_cache(maxsize=None)
+def state_spec(variant: str) -> dict:
+    return load_fixture(f'cgrseg_{variant}_state_spec.pt')
+
+
+def reference_state_dict(variant: str) -> Dict[str, torch.Tensor]:
+    """The exact state dict the fixtures of ``variant`` were computed with."""
+    spec = state_spec(variant)
+    tables = load_fixture('cgrseg_int_tables.pt')['tables']
+    state = {}
+    for key, shape, dtype in spec['entries']:
+        if dtype.startswith('float'):
+            state[key] = rule_tensor(key, shape)
+            continue
+        info = spec['int_buffers'][key]
+        if info['kind'] == 'scalar':
+            state[key] = torch.tensor(info['value'], dtype=torch.int64)
+        elif info['kind'] == 'ones':
+            state[key] = torch.ones(tuple(shape), dtype=torch.int64)
+        else:
+            state[key] = tables[info['table']].long()
+    return state
+
+
+def build_reference_model(variant: str, **cfg_options):
+    """The variant's segmentor built from the shipped config without its
+    pretrained checkpoint, SyncBN reverted to BN as MMEngine's single-process
+    Runner does (and as the oracle did), the reference weights loaded
+    strictly."""
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    import cgrseg  # noqa: F401  registers the modules
+
+    cfg = Config.fromfile(str(REPO_ROOT / CONFIGS[variant]))
+    cfg.model.backbone.init_cfg = None
+    cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.default_scope)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.load_state_dict(reference_state_dict(variant), strict=True)
+    return model, cfg
+
+
+def fixture_input(fixture: dict) -> torch.Tensor:
+    info = fixture['input']
+    x = torch.randn(
+        tuple(info['shape']),
+        generator=torch.Generator().manual_seed(info['seed']))
+    assert torch.equal(x.flatten()[:8], info['first8'])
+    assert math.isclose(x.double().sum().item(), info['sum'], abs_tol=1e-3)
+    return x
