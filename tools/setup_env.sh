@@ -3,7 +3,7 @@
 # torch 2.13.0 (CPU wheel), mmcv 2.1.0 with its compiled ops (built from the
 # sdist once, ~10 min on 2 cores; pip caches the wheel), mmengine,
 # mmsegmentation 1.2.2, mmpretrain and this package (editable) with its test
-# dependencies. Idempotent: a second run installs nothing new.
+# dependencies and openmim. Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -12,7 +12,10 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" -U pip 'setuptools<81' wheel
 "${pip[@]}" torch==2.13.0 numpy
 if ! .venv/bin/python -c 'import mmcv.ops' 2>/dev/null; then
-    echo 'building mmcv 2.1.0 with ops (first time ~10 min; cached after)'
+    echo 'building mmcv 2.1.0 with ops (first time ~10-25 min; pip caches the wheel)'
     MMCV_WITH_OPS=1 "${pip[@]}" --no-build-isolation mmcv==2.1.0
 fi
 "${pip[@]}" -e '.[tests]'
+# mim (for `mim train/test cgrseg ...`) without openxlab, which would
+# downgrade setuptools; its other dependencies come with .[tests].
+"${pip[@]}" --no-deps openmim==0.3.9

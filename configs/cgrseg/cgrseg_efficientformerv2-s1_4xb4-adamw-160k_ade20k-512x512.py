@@ -2,8 +2,7 @@
 _base_ = [
     '../_base_/models/cgrseg_efficientformerv2.py',
     'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py',
+    '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_160k_adamw.py',
 ]
-custom_imports = dict(imports=['cgrseg'], allow_failed_imports=False)
 train_dataloader = dict(batch_size=4)

@@ -1,27 +1,50 @@
-"""Inference latency and throughput of segmentors built from configs.
+"""Speed and peak memory of segmentors built from configs.
 
-Times ``model.encode_decode`` (backbone, head and the resize of the logits
-to the input size, i.e. mmseg's 'whole' inference without pre/post-processing)
-under ``torch.no_grad`` on random inputs; prints median/min/max seconds per batch
-and images per second. Uses CUDA when available unless ``--device cpu``.
+For every config × mode × precision, a fresh process builds the model and
+times ``--runs`` iterations after ``--warmup``:
 
-    python tools/analysis_tools/benchmark.py CONFIG [CONFIG ...] \
-        [--shape 512 512] [--batch 1] [--threads 2] [--runs 10] [--warmup 3]
+* ``infer``: ``model.encode_decode`` under ``torch.no_grad`` (backbone, head
+  and the resize of the logits to the input, i.e. mmseg's 'whole' inference
+  without pre/post-processing) -> images/s;
+* ``train``: forward with the loss, backward and the config's optimizer step
+  on random labels -> iterations/s.
+
+Precision ``bf16`` is bfloat16 autocast (CPUAmpOptimWrapper on CPU), ``fp16``
+is CUDA AMP (AmpOptimWrapper). Peak memory is the process's peak resident
+set on CPU and ``torch.cuda.max_memory_allocated`` on CUDA. The figures are
+printed, not asserted: put them in notes with the machine they came from.
+
+    python tools/analysis_tools/benchmark.py CONFIG [CONFIG ...]
+        [--mode infer train] [--precision fp32 bf16] [--shape 512 512]
+        [--batch 1] [--threads 2] [--runs 10] [--warmup 3] [--device cpu]
 """
 import argparse
+import multiprocessing as mp
+import os.path as osp
+import resource
 import statistics
 import time
+from contextlib import nullcontext
 
 import torch
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
+from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
-def parse_args():
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('configs', nargs='+')
+    parser.add_argument(
+        '--mode', nargs='+', choices=['infer', 'train'], default=['infer'])
+    parser.add_argument(
+        '--precision', nargs='+', choices=list(AUTOCAST), default=['fp32'])
     parser.add_argument('--shape', type=int, nargs=2, default=[512, 512])
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--threads', type=int, default=None)
@@ -32,45 +55,99 @@ def parse_args():
     return parser.parse_args()
 
 
-def build(config: str, device: str) -> torch.nn.Module:
+def build_model(config: str, device: str) -> torch.nn.Module:
+    import cgrseg  # noqa: F401
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     if device == 'cpu':
         model = revert_sync_batchnorm(model)
-    return model.to(device).eval()
+    return model.to(device), cfg
 
 
-def time_model(model, inputs, runs: int, warmup: int) -> list:
-    sync = torch.cuda.synchronize if inputs.is_cuda else (lambda: None)
-    metas = [dict(img_shape=inputs.shape[-2:])] * len(inputs)
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + runs):
-            sync()
-            start = time.perf_counter()
-            model.encode_decode(inputs, metas)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
+def make_step(model, cfg, mode: str, precision: str, args):
+    device = args.device
+    inputs = torch.randn(args.batch, 3, *args.shape, device=device)
+    dtype = AUTOCAST[precision]
+    autocast = (lambda: torch.autocast(device.split(':')[0], dtype=dtype)
+                ) if dtype else nullcontext
+    if mode == 'infer':
+        model.eval()
+        metas = [dict(img_shape=tuple(args.shape))] * args.batch
+
+        def step():
+            with torch.no_grad(), autocast():
+                model.encode_decode(inputs, metas)
+
+        return step
+    model.train()
+    num_classes = model.decode_head.num_classes
+    samples = []
+    for _ in range(args.batch):
+        sample = SegDataSample(metainfo=dict(img_shape=tuple(args.shape)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(
+            0, num_classes, (1, *args.shape), device=device))
+        samples.append(sample)
+    optim_cfg = cfg.optim_wrapper.copy()
+    optim_cfg.type = 'OptimWrapper'
+    if precision == 'fp16':
+        optim_cfg.type, optim_cfg.loss_scale = 'AmpOptimWrapper', 'dynamic'
+    optim_wrapper = build_optim_wrapper(model, optim_cfg)
+
+    def step():
+        with autocast():
+            losses = model.loss(inputs, samples)
+        loss, _ = model.parse_losses(losses)
+        optim_wrapper.update_params(loss)
+
+    return step
 
 
-def main():
-    args = parse_args()
+def measure(config: str, mode: str, precision: str, args, queue) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f'device={args.device} threads={torch.get_num_threads()} '
+    model, cfg = build_model(config, args.device)
+    step = make_step(model, cfg, mode, precision, args)
+    cuda = args.device.startswith('cuda')
+    times = []
+    for i in range(args.warmup + args.runs):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
+               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    queue.put((times, peak_mb))
+
+
+def main() -> None:
+    args = parse_args()
+    print(f'device={args.device} threads={args.threads or "default"} '
           f'input={args.batch}x3x{args.shape[0]}x{args.shape[1]} '
           f'runs={args.runs} warmup={args.warmup} torch={torch.__version__}')
+    context = mp.get_context('spawn')
     for config in args.configs:
-        model = build(config, args.device)
-        inputs = torch.randn(args.batch, 3, *args.shape, device=args.device)
-        times = time_model(model, inputs, args.runs, args.warmup)
-        median = statistics.median(times)
-        print(f'{config}: median {median:.4f}s min {min(times):.4f}s '
-              f'max {max(times):.4f}s -> {args.batch / median:.2f} img/s')
+        for mode in args.mode:
+            for precision in args.precision:
+                queue = context.Queue()
+                proc = context.Process(
+                    target=measure,
+                    args=(config, mode, precision, args, queue))
+                proc.start()
+                times, peak_mb = queue.get()
+                proc.join()
+                median = statistics.median(times)
+                unit = 'img/s' if mode == 'infer' else 'iter/s'
+                rate = (args.batch if mode == 'infer' else 1) / median
+                print(f'{osp.basename(config)} {mode} {precision}: '
+                      f'median {median:.4f}s (min {min(times):.4f}, max '
+                      f'{max(times):.4f}) -> {rate:.2f} {unit}, peak memory '
+                      f'{peak_mb:.0f} MiB')
 
 
 if __name__ == '__main__':

@@ -30,6 +30,13 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used for the model at hand."""
 
 
+def _corrupt(path: str, err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f'cannot read checkpoint {path!r}: it is truncated, corrupt or not a '
+        f'PyTorch checkpoint ({type(err).__name__}: '
+        f'{str(err).splitlines()[0]}).')
+
+
 def read_checkpoint(path: str) -> dict:
     """``torch.load`` with ``weights_only=True`` and errors that name the file.
     """
@@ -37,11 +44,20 @@ def read_checkpoint(path: str) -> dict:
         raise FileNotFoundError(f'checkpoint file not found: {path!r}')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+    except pickle.UnpicklingError as err:
+        if 'Weights only load failed' not in str(err):
+            raise _corrupt(path, err) from err
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         raise CheckpointError(
-            f'cannot read checkpoint {path!r}: it is truncated, corrupt or '
-            f'not a PyTorch checkpoint ({type(err).__name__}: '
-            f'{str(err).splitlines()[0]}).') from err
+            f'checkpoint {path!r} holds Python objects that cannot be loaded '
+            f'safely (torch.load with weights_only=True): {needed}. If you '
+            f'trust the file, extract the weights where it was made, e.g. '
+            f'torch.save({{"state_dict": ckpt["state_dict"], "meta": '
+            f'{{"CLASSES": ..., "PALETTE": ...}}}}, "clean.pth"), and use '
+            f'that file. Never load untrusted files with weights_only=False.'
+        ) from err
+    except (RuntimeError, EOFError) as err:
+        raise _corrupt(path, err) from err
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'checkpoint {path!r} holds a '
                               f'{type(ckpt).__name__}, not a dict of tensors.')

@@ -1,0 +1,10 @@
+# CGRSeg-B: EfficientFormerV2-S2, COCO-Stuff-10k 512x512, 4 GPUs x 4 images,
+# 40k iterations (sources of each setting: see the CGRSeg-T config).
+_base_ = ('./cgrseg_efficientformerv2-s1_4xb4-adamw-40k_'
+          'coco-stuff10k-512x512.py')
+model = dict(
+    backbone=dict(
+        arch='s2',
+        init_cfg=dict(checkpoint='checkpoint/eformer_s2_450.pth')),
+    decode_head=dict(
+        in_channels=[64, 144, 288], channels=256, neck_depth=6))

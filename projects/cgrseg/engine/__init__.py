@@ -1,0 +1,4 @@
+from .hooks import *  # noqa: F401,F403
+from .optim_wrappers import CPUAmpOptimWrapper, NonFiniteSkipOptimWrapper
+
+__all__ = ['CPUAmpOptimWrapper', 'NonFiniteSkipOptimWrapper']

@@ -1,0 +1,100 @@
+"""Config adjustments the training and test tools make before building the
+Runner: precision, SyncBN availability, and the checkpoint to resume from."""
+import glob
+import os.path as osp
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.runner import find_latest_checkpoint
+
+from ..models.utils.checkpoint import CheckpointError, read_checkpoint
+
+
+def configure_amp(cfg: Config, enable: bool) -> None:
+    """``--amp``: fp16 ``AmpOptimWrapper`` (dynamic loss scale) on CUDA,
+    bfloat16 ``CPUAmpOptimWrapper`` on CPU. Also rejects a config that asks
+    for ``AmpOptimWrapper`` where there is no CUDA."""
+    cuda = torch.cuda.is_available()
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper' and not cuda:
+        raise ValueError(
+            'optim_wrapper.type is AmpOptimWrapper (fp16 with a CUDA '
+            'GradScaler) but CUDA is not available. On CPU, pass --amp to '
+            "use bfloat16 (optim_wrapper.type='CPUAmpOptimWrapper') or "
+            'remove the AMP wrapper from the config.')
+    if not enable or wrapper in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
+        return
+    if cuda:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
+    print_log(f'--amp: using {cfg.optim_wrapper.type}', logger='current')
+
+
+def _replace_sync_bn(node) -> int:
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_sync_bn(value)
+    return count
+
+
+def configure_sync_bn(cfg: Config) -> None:
+    """SyncBN needs CUDA; without it the model's SyncBN configs become BN.
+    (On a single GPU MMEngine's Runner reverts SyncBN itself.)"""
+    if torch.cuda.is_available():
+        return
+    if _replace_sync_bn(cfg.model):
+        print_log('CUDA is not available: SyncBN layers are built as BN.',
+                  logger='current')
+
+
+def init_cpu_distributed(cfg: Config) -> None:
+    """Without CUDA, start torchrun's process group with gloo ourselves
+    (MMEngine's launcher calls ``torch.cuda.set_device``, which a CPU build
+    of torch lacks; the Runner then finds the group initialised) and wrap
+    the model in DDP without device ids."""
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = \
+        'gloo'
+    cfg.setdefault(
+        'model_wrapper_cfg',
+        dict(type='MMDistributedDataParallel', device_ids=None,
+             broadcast_buffers=False))
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
+
+
+def check_resume_checkpoint(work_dir: str,
+                            checkpoint: Optional[str]) -> Optional[str]:
+    """The checkpoint ``--resume`` will load (given, or the latest in
+    ``work_dir``), after checking that it is readable."""
+    if checkpoint is None:
+        checkpoint = find_latest_checkpoint(work_dir)
+        if checkpoint is None:
+            print_log(f'--resume: no checkpoint in {work_dir}; training '
+                      f'starts from scratch.', logger='current')
+            return None
+    try:
+        read_checkpoint(checkpoint)
+    except (CheckpointError, FileNotFoundError) as err:
+        others = sorted(
+            (p for p in glob.glob(osp.join(work_dir, '*.pth'))
+             if osp.abspath(p) != osp.abspath(checkpoint)),
+            key=osp.getmtime, reverse=True)
+        hint = ('Checkpoints in the work dir, newest first: ' +
+                ', '.join(others) + '. Resume from one of them with '
+                '--resume PATH.') if others else \
+            'No other checkpoint is in the work dir.'
+        raise CheckpointError(f'cannot resume: {err}\n{hint}') from err
+    return checkpoint

@@ -1,0 +1,210 @@
+"""End to end: tools/train.py and tools/test.py on the embedded demo data,
+kill-and-resume, 2-process DDP on CPU (gloo), mim, and the inference APIs."""
+import glob
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
+
+
+@pytest.fixture(scope='session')
+def data_root(tmp_path_factory):
+    from cgrseg.datasets import generate_shapes
+    root = str(tmp_path_factory.mktemp('data') / 'shapes')
+    generate_shapes(root)
+    return root
+
+
+@pytest.fixture(scope='session')
+def demo_run(tmp_path_factory, data_root):
+    """8 iterations, checkpoints and validation at 4 and 8."""
+    work_dir = str(tmp_path_factory.mktemp('demo_run'))
+    proc = run(python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+                      '--cfg-options', *tiny_schedule(data_root)))
+    return work_dir, proc
+
+
+def final_miou(work_dir: str) -> float:
+    scalars = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                        'scalars.json')))
+    lines = [json.loads(line) for line in open(scalars[-1])]
+    return [entry['mIoU'] for entry in lines if 'mIoU' in entry][-1]
+
+
+def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run):
+    work_dir, proc = demo_run
+    for name in ('iter_4.pth', 'iter_8.pth', 'last_checkpoint'):
+        assert osp.exists(osp.join(work_dir, name)), name
+    log = open(glob.glob(osp.join(work_dir, '*', '*.log'))[0]).read()
+    assert 'Iter(train) [8/8]' in log and 'eta:' in log
+    assert 'mIoU' in log
+    pictures = glob.glob(
+        osp.join(work_dir, '*', 'vis_data', 'vis_image', '*.png'))
+    assert pictures, 'SegVisualizationHook wrote no prediction/GT pictures'
+    assert 0 <= final_miou(work_dir) <= 100
+    ckpt = torch.load(osp.join(work_dir, 'iter_8.pth'), weights_only=True)
+    assert ckpt['meta']['iter'] == 8 and 'rng_state' in ckpt
+
+
+def test_test_tool_evaluates_and_paints(demo_run, data_root, tmp_path):
+    work_dir, _ = demo_run
+    proc = run(python('tools/test.py', DEMO_CONFIG,
+                      osp.join(work_dir, 'iter_8.pth'), '--work-dir',
+                      str(tmp_path), '--show-dir', 'painted',
+                      '--cfg-options',
+                      f'test_dataloader.dataset.data_root={data_root}'))
+    assert 'mIoU' in proc.stdout + proc.stderr
+    painted = glob.glob(str(tmp_path / 'painted' / '**' / '*.png'),
+                        recursive=True)
+    assert len(painted) == 24
+
+
+def test_test_tool_rejects_a_checkpoint_of_another_model(tmp_path, data_root):
+    from reference import build_reference_model
+    model_b, _ = build_reference_model('b')
+    path = str(tmp_path / 'cgrseg_b.pth')
+    torch.save(dict(state_dict=model_b.state_dict()), path)
+    proc = run(python('tools/test.py', DEMO_CONFIG, path, '--cfg-options',
+                      f'test_dataloader.dataset.data_root={data_root}'),
+               check=False)
+    assert proc.returncode != 0
+    assert 'does not fit this model' in proc.stderr
+    assert 'EfficientFormerV2-s2 (CGRSeg-B)' in proc.stderr
+
+
+def test_missing_data_root_is_one_clear_error(tmp_path):
+    missing = str(tmp_path / 'ade' / 'ADEChallengeData2016')
+    config = DEMO_CONFIG.replace(
+        'cgrseg_efficientformerv2-s1_1xb8-adamw-300iter_shapes-128x128',
+        'cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512')
+    proc = run(python('tools/train.py', config, '--work-dir', str(tmp_path),
+                      '--cfg-options',
+                      f'train_dataloader.dataset.data_root={missing}',
+                      f'val_dataloader.dataset.data_root={missing}'),
+               check=False)
+    assert proc.returncode != 0
+    assert missing in proc.stderr and 'Traceback' not in proc.stderr
+    assert 'ADEChallengeData2016.zip' in proc.stderr
+
+
+def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
+                                                   tmp_path):
+    reference_dir, _ = demo_run
+    work_dir = str(tmp_path)
+    args = python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+                  '--cfg-options', *tiny_schedule(data_root))
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    proc = subprocess.Popen(args, cwd=str(REPO), env=env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    marker = osp.join(work_dir, 'last_checkpoint')
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if osp.exists(marker) and 'iter_4' in open(marker).read():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not osp.exists(osp.join(work_dir, 'iter_8.pth')), \
+        'the run finished before it could be killed'
+
+    run(python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+               '--resume', '--cfg-options', *tiny_schedule(data_root)))
+    resumed = torch.load(osp.join(work_dir, 'iter_8.pth'), weights_only=True)
+    reference = torch.load(osp.join(reference_dir, 'iter_8.pth'),
+                           weights_only=True)
+    for key, value in reference['state_dict'].items():
+        assert torch.equal(resumed['state_dict'][key], value), key
+    assert final_miou(work_dir) == final_miou(reference_dir)
+
+
+def test_resume_from_a_truncated_checkpoint_is_a_clear_error(
+        demo_run, data_root, tmp_path):
+    reference_dir, _ = demo_run
+    good = open(osp.join(reference_dir, 'iter_4.pth'), 'rb').read()
+    (tmp_path / 'iter_4.pth').write_bytes(good)
+    (tmp_path / 'iter_8.pth').write_bytes(good[:len(good) // 3])
+    proc = run(python('tools/train.py', DEMO_CONFIG, '--work-dir',
+                      str(tmp_path), '--resume', str(tmp_path / 'iter_8.pth'),
+                      '--cfg-options', *tiny_schedule(data_root)),
+               check=False)
+    assert proc.returncode != 0
+    assert 'truncated, corrupt' in proc.stderr
+    assert 'iter_4.pth' in proc.stderr  # the good one is offered
+    assert (tmp_path / 'iter_4.pth').read_bytes() == good
+
+
+def test_two_process_ddp_on_cpu(data_root, tmp_path):
+    work_dir, probe = tmp_path / 'work', tmp_path / 'probe'
+    probe.mkdir()
+    config = tmp_path / 'ddp_probe.py'
+    config.write_text(
+        f'_base_ = {DEMO_CONFIG!r}\n'
+        "custom_imports = dict(imports=['cgrseg', 'helpers.param_probe'])\n"
+        "custom_hooks = _base_.custom_hooks + [dict(type='ParamProbeHook')]\n")
+    run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
+         str(work_dir), '--cfg-options', *tiny_schedule(data_root, 4, 4)],
+        env=dict(CGRSEG_PROBE_DIR=str(probe), PYTHON=sys.executable,
+                 PYTHONPATH=str(REPO / 'tests'),
+                 PORT=str(29500 + os.getpid() % 1000)))
+    rank0 = torch.load(probe / 'rank0.pt', weights_only=True)
+    rank1 = torch.load(probe / 'rank1.pt', weights_only=True)
+    for key, value in rank0.items():
+        if 'num_batches_tracked' in key or 'running_' in key:
+            continue  # BN statistics are per process (plain BN on CPU)
+        assert torch.equal(value, rank1[key]), key
+    checkpoints = glob.glob(str(work_dir / '*.pth'))
+    assert [osp.basename(c) for c in checkpoints] == ['iter_4.pth']
+    logs = glob.glob(str(work_dir / '*' / '*.log'))
+    assert len(logs) == 1, logs
+
+
+def test_inference_apis_and_demo_script(demo_run, data_root, tmp_path):
+    from mmengine.config import Config
+    from mmseg.apis import MMSegInferencer, inference_model, init_model
+    work_dir, _ = demo_run
+    checkpoint = osp.join(work_dir, 'iter_8.pth')
+    image = osp.join(data_root, 'img_dir', 'val', '0000.png')
+    cfg = Config.fromfile(DEMO_CONFIG)
+    model = init_model(cfg, checkpoint, device='cpu')
+    result = inference_model(model, image)
+    assert result.pred_sem_seg.data.shape == (1, 128, 128)
+    assert model.dataset_meta['classes'][1] == 'disc'
+
+    inferencer = MMSegInferencer(model=DEMO_CONFIG, weights=checkpoint,
+                                 device='cpu')
+    out = inferencer(image, return_datasamples=True)
+    assert torch.equal(out.pred_sem_seg.data, result.pred_sem_seg.data)
+
+    out_file = str(tmp_path / 'overlay.png')
+    run(python('demo/image_demo.py', image, DEMO_CONFIG, checkpoint,
+               '--out-file', out_file))
+    assert osp.getsize(out_file) > 0
+
+
+def test_mim_train_and_test(demo_run, data_root, tmp_path):
+    """A regular (non-editable) install ships configs and tools in
+    cgrseg/.mim, where mim looks for them."""
+    target = tmp_path / 'site'
+    run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
+         '--no-build-isolation', '--target', str(target), str(REPO)])
+    env = dict(PYTHONPATH=str(target))
+    mim = [sys.executable, '-m', 'mim']
+    config = osp.basename(DEMO_CONFIG)
+    run(mim + ['train', 'cgrseg', config, '--work-dir', str(tmp_path / 'w'),
+               '--cfg-options', *tiny_schedule(data_root, 2, 2)],
+        env=env, cwd=str(tmp_path))
+    assert osp.exists(tmp_path / 'w' / 'iter_2.pth')
+    proc = run(mim + ['test', 'cgrseg', config, '--checkpoint',
+                      str(tmp_path / 'w' / 'iter_2.pth'), '--cfg-options',
+                      f'test_dataloader.dataset.data_root={data_root}'],
+               env=env, cwd=str(tmp_path))
+    assert 'mIoU' in proc.stdout + proc.stderr

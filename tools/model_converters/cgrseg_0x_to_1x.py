@@ -1,0 +1,97 @@
+"""Convert a CGRSeg checkpoint of the original mmseg 0.x code to mmseg 1.x.
+
+The 0.x file (mmcv runner: ``meta``, ``state_dict``, ``optimizer``) becomes
+``{'meta': ..., 'state_dict': ...}``, which ``mmseg.apis.init_model`` and
+``tools/test.py`` load; the weights keep their keys (the port's are the
+original's) less DDP's ``module.`` prefix, and are checked key by key (strict)
+against the CGRSeg model of the config. ``meta.CLASSES``/``PALETTE`` become
+``meta.dataset_meta``; the optimizer state and the 0.x config text are left
+out (listed). The file is read with ``torch.load(weights_only=True)``.
+
+    python tools/model_converters/cgrseg_0x_to_1x.py SRC DST [--config CFG]
+
+Without ``--config`` the config is the one in configs/cgrseg/ whose
+backbone size (from the stage widths) and number of classes match.
+"""
+import argparse
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+
+from cgrseg.models.utils import (CheckpointError, check_state_dict,
+                                 convert_cgrseg_0x, describe_checkpoint,
+                                 efficientformerv2_arch, read_checkpoint)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'cgrseg'
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help='0.x checkpoint (e.g. iter_160000.pth)')
+    parser.add_argument('dst', help='where to write the 1.x checkpoint')
+    parser.add_argument(
+        '--config',
+        help='1.x config of the model (default: found in configs/cgrseg/ '
+        'from the backbone size and number of classes)')
+    return parser.parse_args(argv)
+
+
+def find_config(state_dict: Dict[str, torch.Tensor]) -> str:
+    """The config in configs/cgrseg/ with the checkpoint's backbone size and
+    number of classes."""
+    arch = efficientformerv2_arch(state_dict, 'backbone.')
+    classes = state_dict.get('decode_head.conv_seg.weight')
+    if classes is None:
+        raise CheckpointError('no decode_head.conv_seg.weight: not a CGRSeg '
+                              'segmentor checkpoint.')
+    candidates = sorted(
+        CONFIG_DIR.glob(f'cgrseg_efficientformerv2-{arch}_*.py'))
+    for path in candidates:
+        if Config.fromfile(path).model.decode_head.num_classes == len(
+                classes):
+            return str(path)
+    raise CheckpointError(
+        f'no config in {CONFIG_DIR} has an EfficientFormerV2-{arch} backbone '
+        f'and {len(classes)} classes (looked at '
+        f'{[p.name for p in candidates]}); pass --config.')
+
+
+def build_segmentor(config: str) -> torch.nn.Module:
+    """The segmentor of ``config``, without its ImageNet initialisation."""
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    return MODELS.build(cfg.model)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    ckpt = read_checkpoint(args.src)
+    description = describe_checkpoint(ckpt)
+    converted, left_out = convert_cgrseg_0x(ckpt, args.src)
+    state_dict = converted['state_dict']
+    config = args.config or find_config(state_dict)
+    check_state_dict(
+        build_segmentor(config), state_dict,
+        f'{args.src!r} ({description}) checked against {config}')
+    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
+    torch.save(converted, args.dst)
+    dataset_meta = converted['meta'].get('dataset_meta')
+    print(f'{args.src} ({description})\n'
+          f'-> {args.dst}: {len(state_dict)} tensors, all keys and shapes '
+          f'of {config}\n'
+          f'dataset_meta: '
+          f'{len(dataset_meta["classes"]) if dataset_meta else "none"} '
+          f'classes\nleft out: {", ".join(left_out) or "nothing"}\n'
+          f'test it: bash tools/dist_test.sh {config} {args.dst} 4')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,117 @@
+"""Test (evaluate) a segmentor checkpoint with MMEngine's Runner.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out DIR]
+        [--show-dir DIR] [--show] [--wait-time S] [--tta]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+The checkpoint is checked against the model first (strictly: every missing,
+unexpected or mis-shaped key is listed), so a checkpoint of another model
+fails with an explanation instead of evaluating partly random weights.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS, init_default_scope
+from mmengine.runner import Runner
+from mmseg.registry import MODELS
+
+from cgrseg.datasets import check_data_roots
+from cgrseg.engine.launch import configure_sync_bn, init_cpu_distributed
+from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a segmentor')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where to save the metrics')
+    parser.add_argument(
+        '--out', help='directory to save the predicted label maps')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory to save the painted images (a relative path is '
+        'taken inside the work dir)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='seconds between shows')
+    parser.add_argument(
+        '--tta', action='store_true', help='test time augmentation')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, e.g. test_dataloader.batch_size=2')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def check_checkpoint_fits(cfg: Config, checkpoint: str) -> None:
+    """Load the checkpoint strictly into a CPU copy of the model."""
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone.init_cfg = None
+    try:
+        load_segmentor_checkpoint(MODELS.build(model_cfg), checkpoint)
+    except (CheckpointError, FileNotFoundError) as err:
+        raise SystemExit(f'tools/test.py: {err}') from None
+
+
+def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise SystemExit('--show/--show-dir need the "visualization" entry '
+                         '(SegVisualizationHook) in default_hooks.')
+    hook.draw = True
+    hook.interval = 1  # paint every test image
+    if args.show:
+        hook.show = True
+        hook.wait_time = args.wait_time
+    if args.show_dir:
+        visualizer = cfg.visualizer
+        visualizer.save_dir = osp.join(cfg.work_dir, args.show_dir)
+        visualizer.vis_backends = [dict(type='LocalVisBackend')]
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    configure_sync_bn(cfg)
+    init_cpu_distributed(cfg)
+    check_checkpoint_fits(cfg, args.checkpoint)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    if args.tta:
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.out is not None:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    try:
+        check_data_roots(cfg, splits=('test', ))
+    except FileNotFoundError as err:
+        raise SystemExit(f'tools/test.py: {err}') from None
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
+        RUNNERS.build(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

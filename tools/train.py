@@ -1,0 +1,82 @@
+"""Train a segmentor with MMEngine's Runner.
+
+mmseg's ``tools/train.py`` plus what CGRSeg users need: ``--amp`` picks
+fp16 ``AmpOptimWrapper`` on CUDA and bfloat16 ``CPUAmpOptimWrapper`` on CPU;
+SyncBN becomes BN where it cannot run (no CUDA); ``--resume`` checks the
+checkpoint it resumes from; missing datasets are reported up front.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from cgrseg.datasets import check_data_roots
+from cgrseg.engine.launch import (check_resume_checkpoint, configure_amp,
+                                  configure_sync_bn, init_cpu_distributed)
+from cgrseg.models.utils import CheckpointError
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        help='resume from CKPT, or without a value from the latest '
+        'checkpoint in the work dir')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='mixed precision: fp16 on CUDA, bfloat16 on CPU')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. train_cfg.max_iters=100')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    try:
+        configure_amp(cfg, enable=args.amp)
+        configure_sync_bn(cfg)
+        init_cpu_distributed(cfg)
+        if args.resume is not None:
+            cfg.resume = True
+            cfg.load_from = check_resume_checkpoint(
+                cfg.work_dir, None if args.resume == 'auto' else args.resume)
+        check_data_roots(cfg, splits=('train', 'val'))
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        raise SystemExit(f'tools/train.py: {err}') from None
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
+        RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
