@@ -158,3 +158,25 @@ def test_resolution_mismatch_is_a_clear_error():
     backbone = make_backbone(resolution=512)
     with pytest.raises(ValueError, match=r'attention_biases_seg.*resolution'):
         backbone.load_state_dict(checkpoint)
+
+
+def test_inference_bias_cache_follows_every_weight_change():
+    """The no-grad bias cache is invalidated by in-place updates, loading
+    and new storage, and is bypassed when autograd is on."""
+    block = Attention4D(dim=16, resolution=8, key_dim=4, num_heads=2).eval()
+    with torch.no_grad():
+        first = block.attention_bias(64, 64)
+        assert block.attention_bias(64, 64) is first  # cached
+        block.attention_biases_seg.add_(1.0)  # e.g. an optimizer step
+        assert torch.equal(block.attention_bias(64, 64), first + 1.0)
+        state = block.state_dict()
+        state['attention_biases_seg'] = torch.randn_like(
+            state['attention_biases_seg'])
+        block.load_state_dict(state)
+        expected = state['attention_biases_seg'][:, block.
+                                                 attention_bias_idxs_seg]
+        assert torch.equal(block.attention_bias(64, 64), expected)
+        resized = block.attention_bias(16, 16)  # other size: new entry
+        assert resized.shape == (1, 2, 16, 16)
+    bias = block.attention_bias(64, 64)
+    assert bias.requires_grad  # with autograd: computed, not cached

@@ -107,6 +107,9 @@ class AttentionBiasMixin:
     The table ``attention_biases_seg`` (heads, num_offsets) is gathered to
     (heads, Nq_table, Nk_table) and resized bicubically to (heads, Nq, Nk) when
     the input is not at the native ``resolution`` (the original's behaviour).
+    Without autograd the result is cached, keyed on the table's storage and
+    version counter, so any change of the weights (loading, an optimizer
+    step, ``.to()``) is seen by the next forward.
     """
 
     attention_biases_seg: nn.Parameter
@@ -126,14 +129,26 @@ class AttentionBiasMixin:
         self.register_buffer('attention_bias_idxs',
                              torch.ones(legacy_shape, dtype=torch.long))
         self.register_buffer('attention_bias_idxs_seg', index)
+        self._bias_cache: Optional[tuple] = None
 
-    def attention_bias(self, num_queries: int, num_keys: int) -> torch.Tensor:
+    def _gather_bias(self, num_queries: int, num_keys: int) -> torch.Tensor:
         bias = self.attention_biases_seg[:, self.attention_bias_idxs_seg]
         if bias.shape[-2:] != (num_queries, num_keys):
             bias = F.interpolate(
                 bias.unsqueeze(0), size=(num_queries, num_keys),
                 mode='bicubic')
         return bias
+
+    def attention_bias(self, num_queries: int, num_keys: int) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return self._gather_bias(num_queries, num_keys)
+        table = self.attention_biases_seg
+        key = (table.data_ptr(), table._version, table.dtype,
+               self.attention_bias_idxs_seg.data_ptr(),
+               self.attention_bias_idxs_seg._version, num_queries, num_keys)
+        if self._bias_cache is None or self._bias_cache[0] != key:
+            self._bias_cache = (key, self._gather_bias(num_queries, num_keys))
+        return self._bias_cache[1]
 
     def _check_bias_table(self, state_dict: dict, prefix: str) -> None:
         """Name the ``resolution`` mismatch instead of a bare size error."""
