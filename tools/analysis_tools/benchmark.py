@@ -14,12 +14,21 @@ is CUDA AMP (AmpOptimWrapper). Peak memory is the process's peak resident
 set on CPU and ``torch.cuda.max_memory_allocated`` on CUDA. The figures are
 printed, not asserted: put them in notes with the machine they came from.
 
+``--keep-heap`` runs the measured processes with ``GLIBC_TUNABLES`` set so
+that glibc's malloc keeps freed memory in its heap (mmap threshold 32 MiB,
+no trimming). With the defaults, whether glibc hands the large activation
+buffers back to the kernel after every forward (and page-faults them in
+again on the next one) depends on the process's allocation history; on CPU
+this can add tens of percent to a CGRSeg-B/L forward at 512². The same
+variable works for any command (``tools/test.py``, a deployment server).
+
     python tools/analysis_tools/benchmark.py CONFIG [CONFIG ...]
         [--mode infer train] [--precision fp32 bf16] [--shape 512 512]
         [--batch 1] [--threads 2] [--runs 10] [--warmup 3] [--device cpu]
+        [--keep-heap]
 """
 import argparse
-import multiprocessing as mp
+import os
 import os.path as osp
 import resource
 import statistics
@@ -28,6 +37,7 @@ from contextlib import nullcontext
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
@@ -35,7 +45,11 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from fresh_process import run_in_fresh_process
+
 AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+KEEP_HEAP_TUNABLES = ('glibc.malloc.mmap_threshold=33554432:'
+                      'glibc.malloc.trim_threshold=4294967296')
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,6 +66,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--keep-heap', action='store_true',
+        help=f'measure with GLIBC_TUNABLES={KEEP_HEAP_TUNABLES} (glibc '
+        f'keeps freed activation memory instead of returning it to the '
+        f'kernel after every forward)')
     return parser.parse_args()
 
 
@@ -105,6 +124,8 @@ def make_step(model, cfg, mode: str, precision: str, args):
 
 
 def measure(config: str, mode: str, precision: str, args, queue) -> None:
+    # The optimizer constructor logs every parameter's options at INFO.
+    MMLogger.get_instance('benchmark', log_level='WARNING')
     if args.threads:
         torch.set_num_threads(args.threads)
     model, cfg = build_model(config, args.device)
@@ -127,20 +148,18 @@ def measure(config: str, mode: str, precision: str, args, queue) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.keep_heap:
+        # Read by glibc when a process starts: the spawned children see it.
+        os.environ['GLIBC_TUNABLES'] = KEEP_HEAP_TUNABLES
     print(f'device={args.device} threads={args.threads or "default"} '
           f'input={args.batch}x3x{args.shape[0]}x{args.shape[1]} '
-          f'runs={args.runs} warmup={args.warmup} torch={torch.__version__}')
-    context = mp.get_context('spawn')
+          f'runs={args.runs} warmup={args.warmup} torch={torch.__version__} '
+          f'GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}')
     for config in args.configs:
         for mode in args.mode:
             for precision in args.precision:
-                queue = context.Queue()
-                proc = context.Process(
-                    target=measure,
-                    args=(config, mode, precision, args, queue))
-                proc.start()
-                times, peak_mb = queue.get()
-                proc.join()
+                times, peak_mb = run_in_fresh_process(
+                    measure, config, mode, precision, args)
                 median = statistics.median(times)
                 unit = 'img/s' if mode == 'infer' else 'iter/s'
                 rate = (args.batch if mode == 'infer' else 1) / median

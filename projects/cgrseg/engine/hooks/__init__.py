@@ -1,5 +1,10 @@
 from .dataset_check_hook import DatasetCheckHook
+from .distill_checkpoint_hook import DistillCheckpointHook
+from .distill_loss_weight_hook import DistillLossWeightHook
 from .finite_checkpoint_hook import FiniteCheckpointHook
 from .rng_state_hook import RNGStateHook
 
-__all__ = ['DatasetCheckHook', 'FiniteCheckpointHook', 'RNGStateHook']
+__all__ = [
+    'DatasetCheckHook', 'DistillCheckpointHook', 'DistillLossWeightHook',
+    'FiniteCheckpointHook', 'RNGStateHook'
+]

@@ -1,0 +1,7 @@
+from .distill_losses import (ChannelWiseDistillationLoss, DistillShapeError,
+                             FeatureMimicLoss, PixelwiseKLLoss)
+
+__all__ = [
+    'ChannelWiseDistillationLoss', 'DistillShapeError', 'FeatureMimicLoss',
+    'PixelwiseKLLoss'
+]

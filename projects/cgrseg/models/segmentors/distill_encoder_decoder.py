@@ -1,0 +1,487 @@
+"""Knowledge distillation from a frozen teacher segmentor into a student
+:class:`~mmseg.models.EncoderDecoder`.
+
+The segmentor *is* the student: its ``backbone``/``neck``/``decode_head``/
+``auxiliary_head`` are built from the same config entries as a plain
+``EncoderDecoder`` and its :meth:`state_dict` holds exactly the student's
+keys, so a distillation checkpoint loads into the plain student config.
+Prediction (``predict``, ``tools/test.py``, the inference APIs) is the
+inherited ``EncoderDecoder`` code and runs the student alone.
+
+The teacher is built from its own config file and checkpoint and is kept
+outside the module tree (a plain attribute, not a submodule). Hence it is
+absent from ``state_dict()``, ``parameters()`` (so from the optimizer and
+from DDP's gradient buckets and broadcasts), ``train()`` and
+``init_weights()``; :meth:`_apply` moves and casts it with the student
+(``.to()``, ``.cuda()``, ``.half()``). It stays in ``eval()`` mode with
+``requires_grad=False`` and runs under ``torch.no_grad()`` inside
+:meth:`loss`, i.e. inside MMEngine's ``optim_context`` and therefore under
+the same autocast as the student.
+
+Learned distillation parameters (the connectors of
+:class:`~cgrseg.models.losses.FeatureMimicLoss`) live in
+``self.distill_losses``: they are trained and synchronised like the student
+but left out of ``state_dict()``; :class:`~cgrseg.engine.hooks.
+DistillCheckpointHook` stores them in the checkpoint under
+``distill_state_dict`` and restores them on resume.
+"""
+import copy
+import os.path as osp
+import re
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.config.utils import MODULE2PACKAGE
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import DefaultScope
+from mmengine.utils import get_installed_path, import_modules_from_strings
+from mmseg.models import EncoderDecoder
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS
+from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
+                         SampleList, add_prefix)
+from torch import Tensor
+
+from ..losses import DistillShapeError
+from ..utils.checkpoint import (CheckpointError, load_segmentor_checkpoint,
+                                mismatch_report)
+
+LOGITS = 'decode_head.logits'
+LAYER_HELP = (
+    "A layer is 'backbone.out.<i>' (the i-th backbone output), "
+    "'neck.out.<i>', 'decode_head.logits' (the decode head's output "
+    "before resizing) or the dotted name of a submodule whose output is "
+    "taken, e.g. 'decode_head.conv_seg' (see model.named_modules()).")
+DISTILL_PREFIX = 'distill_losses.'
+_DISTILL_KEY = re.compile(r'(^|\.)distill_losses\.')
+
+
+class _OutputTap:
+    """Forward hook that keeps its module's output while armed."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.output = None
+
+    def __call__(self, module: nn.Module, args: tuple, output) -> None:
+        if self.armed:
+            self.output = output
+
+
+def _drop_distill_state(module: nn.Module, state_dict: dict, prefix: str,
+                        local_metadata: dict) -> None:
+    """state_dict post-hook: leave the distillation parameters out."""
+    drop = prefix + DISTILL_PREFIX
+    for key in [k for k in state_dict if k.startswith(drop)]:
+        del state_dict[key]
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        for key in [k for k in metadata
+                    if k.startswith(prefix + DISTILL_PREFIX[:-1])]:
+            del metadata[key]
+
+
+def _allow_missing_distill_state(module: nn.Module,
+                                 incompatible_keys) -> None:
+    """load_state_dict post-hook: a student state dict is complete."""
+    missing = incompatible_keys.missing_keys
+    missing[:] = [k for k in missing if not _DISTILL_KEY.search(k)]
+
+
+def _config_path(config: str) -> str:
+    """The file of a config path or of ``'<package>::<path>'`` (a config
+    inside an installed OpenMMLab package, e.g. ``'mmseg::convnext/...'``).
+    """
+    path = config
+    if '::' in config:
+        package, relative = config.split('::', 1)
+        root = get_installed_path(MODULE2PACKAGE.get(package, package))
+        path = osp.join(root, '.mim', 'configs', relative)
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'model.teacher.config: teacher config {path!r} not found '
+            f'(relative paths are relative to the working directory; '
+            f"'<package>::<path>' names a config of an installed "
+            f'OpenMMLab package).')
+    return path
+
+
+def build_teacher_model(config: str) -> EncoderDecoder:
+    """The teacher model of a config (``model.teacher.config``), with the
+    weights it is built with: its ``custom_imports`` are imported, SyncBN
+    becomes BN (the teacher only runs in eval mode) and its ``init_cfg``
+    (e.g. ImageNet weights) is not used."""
+    cfg = Config.fromfile(_config_path(config), import_custom_modules=False)
+    imports = cfg.get('custom_imports')
+    if imports:
+        try:
+            import_modules_from_strings(**imports)
+        except ImportError as err:
+            raise ImportError(
+                f'model.teacher.config {config!r} needs its custom_imports '
+                f'{imports.get("imports")!r}, which do not import here: '
+                f'{err}') from err
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmseg')):
+        model = MODELS.build(copy.deepcopy(cfg.model))
+    if not isinstance(model, EncoderDecoder):
+        raise TypeError(f'model.teacher.config {config!r} builds a '
+                        f'{type(model).__name__}; the teacher must be an '
+                        f'EncoderDecoder.')
+    return revert_sync_batchnorm(model)
+
+
+def build_teacher(teacher: ConfigType) -> EncoderDecoder:
+    """The frozen teacher of ``dict(config=PATH, checkpoint=PATH)``: the
+    model of :func:`build_teacher_model` with the checkpoint loaded
+    strictly, in ``eval()`` mode and with ``requires_grad=False``."""
+    teacher = dict(teacher)
+    config = teacher.pop('config', None)
+    checkpoint = teacher.pop('checkpoint', None)
+    if teacher:
+        raise ValueError(f'model.teacher: unknown keys {sorted(teacher)}; '
+                         f'expected dict(config=..., checkpoint=...).')
+    if not config:
+        raise ValueError('model.teacher.config is not set: give the config '
+                         'file of the teacher model.')
+    if not checkpoint:
+        raise ValueError('model.teacher.checkpoint is not set: give the '
+                         'checkpoint of the trained teacher.')
+    _config_path(config)
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(
+            f'model.teacher.checkpoint: teacher checkpoint {checkpoint!r} '
+            f'not found. Train the teacher first (python tools/train.py '
+            f'{config}) or download it, then set '
+            f'model.teacher.checkpoint=PATH (e.g. with --cfg-options).')
+    model = build_teacher_model(config)
+    try:
+        load_segmentor_checkpoint(model, checkpoint)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f'model.teacher.checkpoint does not fit model.teacher.config '
+            f'{config!r}: {err}') from None
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def layer_outputs(model: EncoderDecoder, inputs: Tensor,
+                  run_head: bool) -> Tuple[list, Dict[str, Tensor]]:
+    """Run the backbone (+ neck) (+ decode head forward) of ``model``.
+
+    Returns:
+        the features the decode head takes, and the return-value layers:
+        ``'backbone.out.<i>'``, ``'neck.out.<i>'`` and, with ``run_head``,
+        ``'decode_head.logits'`` (N, num_classes, H/s, W/s).
+    """
+    outputs: Dict[str, Tensor] = {}
+    feats = model.backbone(inputs)
+    outputs.update((f'backbone.out.{i}', x) for i, x in enumerate(feats))
+    if model.with_neck:
+        feats = model.neck(feats)
+        outputs.update((f'neck.out.{i}', x) for i, x in enumerate(feats))
+    if run_head:
+        outputs[LOGITS] = model.decode_head.forward(feats)
+    return feats, outputs
+
+
+def teacher_needs_head(teacher_layers: Sequence[str]) -> bool:
+    """Whether distilling these teacher layers needs its decode head (the
+    teacher's backbone alone is run otherwise)."""
+    return any(spec == LOGITS or spec.startswith('decode_head.')
+               for spec in teacher_layers)
+
+
+def _parse_layer(spec: str) -> Tuple[str, Optional[int]]:
+    """``('backbone'|'neck', i)``, ``('logits', None)`` or
+    ``('module', None)``."""
+    match = re.fullmatch(r'(backbone|neck)\.out\.(\d+)', spec)
+    if match:
+        return match.group(1), int(match.group(2))
+    if spec == LOGITS:
+        return 'logits', None
+    return 'module', None
+
+
+@MODELS.register_module()
+class DistillEncoderDecoder(EncoderDecoder):
+    """An ``EncoderDecoder`` student trained with distillation losses from a
+    frozen teacher segmentor.
+
+    Training loss = the student's own losses (``decode.*``, ``aux.*``)
+    + ``m · Σ_k L_k(student layer_k, teacher layer_k)`` (``distill.*``), with
+    ``m`` = :attr:`distill_loss_multiplier` (1; a schedule such as
+    :class:`~cgrseg.engine.hooks.DistillLossWeightHook` may set it) and each
+    ``L_k`` carrying its own ``loss_weight``.
+
+    Args:
+        teacher: ``dict(config=PATH, checkpoint=PATH)``: the teacher's
+            config file (or ``'mmseg::<path>'``) and its trained checkpoint,
+            loaded strictly. The teacher must normalise images as the
+            student does (same ``data_preprocessor`` mean/std/channel
+            order); it sees the student's preprocessed batch.
+        distill_losses: one entry per distilled pair: the loss config (a
+            loss registered in ``MODELS``, e.g. ``PixelwiseKLLoss``,
+            ``ChannelWiseDistillationLoss``, ``FeatureMimicLoss``) plus
+            ``student=LAYER`` and ``teacher=LAYER``. A layer is
+            ``'backbone.out.<i>'``, ``'neck.out.<i>'``,
+            ``'decode_head.logits'`` or the dotted name of a submodule
+            (its output is taken with a forward hook). Loss names
+            (``loss_name``) must be distinct.
+        backbone, decode_head, neck, auxiliary_head, train_cfg, test_cfg,
+        data_preprocessor, pretrained, init_cfg: the student, as for
+            :class:`~mmseg.models.EncoderDecoder`.
+    """
+
+    def __init__(self,
+                 teacher: ConfigType,
+                 distill_losses: Sequence[ConfigType],
+                 backbone: ConfigType,
+                 decode_head: ConfigType,
+                 neck: OptConfigType = None,
+                 auxiliary_head: OptConfigType = None,
+                 train_cfg: OptConfigType = None,
+                 test_cfg: OptConfigType = None,
+                 data_preprocessor: OptConfigType = None,
+                 pretrained: Optional[str] = None,
+                 init_cfg: OptMultiConfig = None):
+        super().__init__(
+            backbone=backbone,
+            decode_head=decode_head,
+            neck=neck,
+            auxiliary_head=auxiliary_head,
+            train_cfg=train_cfg,
+            test_cfg=test_cfg,
+            data_preprocessor=data_preprocessor,
+            pretrained=pretrained,
+            init_cfg=init_cfg)
+        if type(self.decode_head).loss is not BaseDecodeHead.loss:
+            raise TypeError(
+                f'DistillEncoderDecoder needs a student decode head whose '
+                f'loss() is forward() + loss_by_feat() (BaseDecodeHead); '
+                f'{type(self.decode_head).__name__} overrides loss().')
+        if not distill_losses:
+            raise ValueError('model.distill_losses is empty: give at least '
+                             'one distillation loss.')
+        self.distill_losses = nn.ModuleList()
+        self.distill_pairs: List[Tuple[str, str]] = []
+        self._student_taps: Dict[str, _OutputTap] = {}
+        self._teacher_taps: Dict[str, _OutputTap] = {}
+        # Building the teacher and the losses leaves the global RNG as it
+        # was: with the same seed, a distillation run and a plain student
+        # run start from the same student and draw the same numbers.
+        with torch.random.fork_rng(devices=[]):
+            # A plain attribute, not a submodule: see the module docstring.
+            object.__setattr__(self, '_teacher', build_teacher(teacher))
+            self._check_preprocessing()
+            for index, cfg in enumerate(distill_losses):
+                self._add_distill_loss(index, dict(cfg))
+        names = [loss.loss_name for loss in self.distill_losses]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f'model.distill_losses: loss_name {duplicates} used more '
+                f'than once; give each loss its own loss_name.')
+        self._teacher_runs_head = teacher_needs_head(
+            [spec for _, spec in self.distill_pairs])
+        self.distill_loss_multiplier = 1.0
+        self.register_state_dict_post_hook(_drop_distill_state)
+        self.register_load_state_dict_post_hook(_allow_missing_distill_state)
+
+    @property
+    def teacher(self) -> EncoderDecoder:
+        """The frozen teacher (not a submodule)."""
+        return self._teacher
+
+    # -- construction -----------------------------------------------------
+
+    def _check_preprocessing(self) -> None:
+
+        def normalisation(preprocessor: nn.Module) -> tuple:
+            enabled = getattr(preprocessor, '_enable_normalize', False)
+            return (getattr(preprocessor, 'channel_conversion', False),
+                    enabled and preprocessor.mean.flatten().tolist(),
+                    enabled and preprocessor.std.flatten().tolist())
+
+        if normalisation(self.data_preprocessor) != normalisation(
+                self.teacher.data_preprocessor):
+            raise ValueError(
+                'model.teacher.config normalises images differently from '
+                'the student (data_preprocessor mean/std/bgr_to_rgb): the '
+                "teacher sees the student's preprocessed batch, so set the "
+                'same values in both configs.')
+
+    def _add_distill_loss(self, index: int, cfg: dict) -> None:
+        where = f'model.distill_losses[{index}]'
+        specs = []
+        for role in ('student', 'teacher'):
+            spec = cfg.pop(role, None)
+            if not isinstance(spec, str):
+                raise ValueError(f'{where}: set {role}=LAYER. {LAYER_HELP}')
+            self._check_layer(where, role, spec)
+            specs.append(spec)
+        loss = MODELS.build(cfg)
+        if not hasattr(loss, 'loss_name'):
+            raise TypeError(f'{where}: {type(loss).__name__} has no '
+                            f'loss_name; it is not a distillation loss.')
+        if specs == [LOGITS, LOGITS] and getattr(loss, 'connector',
+                                                 None) is None:
+            classes = (self.decode_head.out_channels,
+                       self.teacher.decode_head.out_channels)
+            if classes[0] != classes[1]:
+                raise ValueError(
+                    f'{where} ({type(loss).__name__}) compares logits, but '
+                    f'the student predicts {classes[0]} classes and the '
+                    f'teacher {classes[1]}: logit distillation needs the '
+                    f'same classes in the same order. Use a teacher trained '
+                    f'on the student\'s dataset.')
+        self.distill_losses.append(loss)
+        self.distill_pairs.append((specs[0], specs[1]))
+
+    def _check_layer(self, where: str, role: str, spec: str) -> None:
+        model = self if role == 'student' else self.teacher
+        kind, out_index = _parse_layer(spec)
+        if kind == 'neck' and not model.with_neck:
+            raise ValueError(f'{where}: {role}={spec!r}, but the {role} has '
+                             f'no neck. {LAYER_HELP}')
+        if kind != 'module':
+            return
+        roots = ('backbone.', 'neck.', 'decode_head.') + (
+            ('auxiliary_head.', ) if role == 'student' else ())
+        try:
+            module = model.get_submodule(spec)
+        except AttributeError:
+            module = None
+        if module is None or not spec.startswith(roots):
+            raise ValueError(
+                f'{where}: the {role} has no layer {spec!r}. {LAYER_HELP} '
+                f'Submodules must lie under {", ".join(roots)}')
+        taps = self._student_taps if role == 'student' else \
+            self._teacher_taps
+        if spec not in taps:
+            taps[spec] = _OutputTap()
+            module.register_forward_hook(taps[spec])
+
+    # -- the teacher stays frozen and follows the student's device --------
+
+    def train(self, mode: bool = True) -> 'DistillEncoderDecoder':
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        if recurse:
+            self.teacher._apply(fn)
+        return self
+
+    # -- distillation parameters (connectors) -----------------------------
+
+    def distill_state_dict(self) -> Dict[str, Tensor]:
+        """The learned distillation parameters, keys ``distill_losses.*``
+        (empty when no loss has a connector)."""
+        return OrderedDict(
+            (DISTILL_PREFIX + key, value.detach())
+            for key, value in self.distill_losses.state_dict().items())
+
+    def load_distill_state_dict(self, state_dict: Dict[str, Tensor]) -> None:
+        """Load what :meth:`distill_state_dict` returned, strictly."""
+        stripped = OrderedDict(
+            (key[len(DISTILL_PREFIX):], value)
+            for key, value in state_dict.items()
+            if key.startswith(DISTILL_PREFIX))
+        outside = [k for k in state_dict if not k.startswith(DISTILL_PREFIX)]
+        report = mismatch_report(self.distill_losses, stripped)
+        if outside or report:
+            raise CheckpointError(
+                f'the distillation parameters in the checkpoint do not fit '
+                f'model.distill_losses:\n{report or ""}'
+                f'{" keys outside distill_losses.*: " if outside else ""}'
+                f'{", ".join(outside[:8])}')
+        self.distill_losses.load_state_dict(stripped, strict=True)
+
+    # -- training ---------------------------------------------------------
+
+    def _where(self, index: int) -> str:
+        student, teacher = self.distill_pairs[index]
+        return (f'model.distill_losses[{index}] '
+                f'({type(self.distill_losses[index]).__name__}, '
+                f'student={student!r}, teacher={teacher!r})')
+
+    def _select(self, outputs: Dict[str, Tensor],
+                role: str) -> Dict[str, Tensor]:
+        """The maps of ``role`` that the losses use: return-value layers
+        from ``outputs``, submodule layers from their forward hooks."""
+        taps = self._student_taps if role == 'student' else \
+            self._teacher_taps
+        for spec, tap in taps.items():
+            if not isinstance(tap.output, Tensor):
+                raise DistillShapeError(
+                    f'the {role} layer {spec!r} gave '
+                    f'{type(tap.output).__name__}, not a tensor (a module '
+                    f'that is not run in training, or returns a tuple?). '
+                    f'{LAYER_HELP}')
+            outputs[spec] = tap.output
+        selected = {}
+        for index, pair in enumerate(self.distill_pairs):
+            spec = pair[0] if role == 'student' else pair[1]
+            if spec not in outputs:
+                raise DistillShapeError(
+                    f'{self._where(index)}: the {role} gives no layer '
+                    f'{spec!r}; it gives {sorted(outputs)}. {LAYER_HELP}')
+            selected[spec] = outputs[spec]
+        return selected
+
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Student losses plus the distillation losses (``distill.*``).
+
+        Args:
+            inputs: preprocessed images (N, 3, H, W).
+            data_samples: with ``gt_sem_seg``.
+        """
+        taps = list(self._student_taps.values()) + list(
+            self._teacher_taps.values())
+        for tap in taps:
+            tap.armed = True
+        try:
+            # The teacher first: its intermediate maps are freed before the
+            # student's activations pile up; only the distilled maps stay.
+            with torch.no_grad():
+                _, teacher = layer_outputs(self.teacher, inputs,
+                                           self._teacher_runs_head)
+                teacher = self._select(teacher, 'teacher')
+            feats, student = layer_outputs(self, inputs, run_head=True)
+            losses = add_prefix(
+                self.decode_head.loss_by_feat(student[LOGITS],
+                                              data_samples), 'decode')
+            if self.with_auxiliary_head:
+                losses.update(
+                    self._auxiliary_head_forward_train(feats, data_samples))
+            student = self._select(student, 'student')
+        finally:
+            for tap in taps:
+                tap.armed, tap.output = False, None
+        losses.update(self._distill(student, teacher, data_samples))
+        return losses
+
+    def _distill(self, student: Dict[str, Tensor], teacher: Dict[str,
+                                                               Tensor],
+                 data_samples: SampleList) -> Dict[str, Tensor]:
+        losses = {}
+        for index, (loss, (s_spec, t_spec)) in enumerate(
+                zip(self.distill_losses, self.distill_pairs)):
+            kwargs = {}
+            if getattr(loss, 'ignore_index', None) is not None:
+                kwargs['gt_sem_seg'] = torch.stack(
+                    [sample.gt_sem_seg.data for sample in data_samples])
+            try:
+                value = loss(student[s_spec], teacher[t_spec], **kwargs)
+            except DistillShapeError as err:
+                raise DistillShapeError(
+                    f'{self._where(index)}: {err}') from None
+            losses[f'distill.{loss.loss_name}'] = (
+                value * self.distill_loss_multiplier)
+        return losses

@@ -1,0 +1,49 @@
+"""The measuring scripts under tools/analysis_tools run and print their
+figures (they time nothing here: the shapes are tiny and one run each)."""
+import re
+
+from e2e import DEMO_CONFIG, REPO, python, run
+
+KD_DEMO = str(REPO / 'configs' / 'distill' /
+              'kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
+
+
+def test_benchmark_prints_rates_and_memory():
+    proc = run(python('tools/analysis_tools/benchmark.py', DEMO_CONFIG,
+                      '--mode', 'infer', 'train', '--precision', 'fp32',
+                      'bf16', '--shape', '128', '128', '--batch', '2',
+                      '--runs', '1', '--warmup', '0', '--threads', '1',
+                      '--keep-heap'))
+    assert "GLIBC_TUNABLES='glibc.malloc.mmap_threshold=" in proc.stdout
+    rows = re.findall(r'(infer|train) (fp32|bf16): median [\d.]+s .* -> '
+                      r'[\d.]+ (img|iter)/s, peak memory \d+ MiB',
+                      proc.stdout)
+    assert [row[:2] for row in rows] == [('infer', 'fp32'),
+                                         ('infer', 'bf16'),
+                                         ('train', 'fp32'),
+                                         ('train', 'bf16')], proc.stdout
+
+
+def test_benchmark_reports_a_failing_case_instead_of_waiting():
+    # Batch 1 at 64x64: the head's 1x1 pooled map cannot be batch-normed
+    # in training; the measuring process dies and the tool must say so.
+    proc = run(python('tools/analysis_tools/benchmark.py', DEMO_CONFIG,
+                      '--mode', 'train', '--shape', '64', '64', '--runs',
+                      '1', '--warmup', '0', '--threads', '1'),
+               timeout=300, check=False)
+    assert proc.returncode != 0
+    assert 'Expected more than 1 value per channel' in proc.stderr
+    assert 'the measuring process failed (exit code 1)' in proc.stderr
+
+
+def test_distill_cost_prints_the_ratio(tmp_path):
+    proc = run(python('tools/analysis_tools/distill_cost.py', KD_DEMO,
+                      '--batch', '2', '--shape', '128', '128', '--runs', '1',
+                      '--warmup', '0', '--threads', '1',
+                      '--teacher-checkpoint', str(tmp_path / 'none.pth')))
+    assert 'a random teacher is used' in proc.stdout
+    for case in ('student', 'teacher', 'kd'):
+        assert re.search(rf'^{case} +median [\d.]+s .* peak RSS \d+ MiB',
+                         proc.stdout, re.M), proc.stdout
+    assert re.search(r'^kd / \(student \+ teacher\) = [\d.]+$', proc.stdout,
+                     re.M), proc.stdout

@@ -1,0 +1,669 @@
+"""Knowledge distillation: the DistillEncoderDecoder segmentor, its hooks and
+recipes, in process (model level and MMEngine Runner on the demo data) and
+end to end (tools/test.py on a distillation checkpoint, 2-process DDP).
+
+Teachers are randomly initialised and saved to a temporary checkpoint: the
+tests check the mechanics (frozen teacher, checkpoints, DDP), not accuracy.
+"""
+import glob
+import os
+import os.path as osp
+import re
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.logging import MessageHub
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+from cgrseg.engine.hooks import DistillCheckpointHook, DistillLossWeightHook
+from cgrseg.engine.launch import configure_sync_bn
+from cgrseg.models import DistillEncoderDecoder, build_teacher_model
+from cgrseg.models.losses import DistillShapeError
+from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
+from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
+
+DISTILL = REPO / 'configs' / 'distill'
+KD_DEMO = str(DISTILL /
+              'kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
+KD_DEMO_UPERNET = str(
+    DISTILL /
+    'kd_upernet-r18-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
+KD_ADE = str(DISTILL /
+             'kd_cgrseg-l-to-cgrseg-t_4xb4-adamw-160k_ade20k-512x512.py')
+KD_ADE_CONVNEXT = str(
+    DISTILL /
+    'kd_upernet-convnext-b-to-cgrseg-t_4xb4-adamw-160k_ade20k-512x512.py')
+ADE_T = str(REPO / 'configs' / 'cgrseg' /
+            'cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512.py')
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two threads on a shared 2-core machine mostly spin-wait."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _in_repo():
+    """The recipes name the teacher configs relative to the repository."""
+    init_default_scope('mmseg')
+    previous = os.getcwd()
+    os.chdir(REPO)
+    yield
+    os.chdir(previous)
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    from cgrseg.datasets import generate_shapes
+    root = str(tmp_path_factory.mktemp('data') / 'shapes')
+    generate_shapes(root)
+    return root
+
+
+def save_random_teacher(config: str, path: str, seed: int = 0) -> str:
+    torch.manual_seed(seed)
+    torch.save({'state_dict': build_teacher_model(config).state_dict()},
+               path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def teachers(tmp_path_factory) -> dict:
+    """Random-weight teacher checkpoints for the demo recipes, and a
+    CGRSeg-T teacher (the student's own config) for cheap model tests."""
+    tmp = tmp_path_factory.mktemp('teachers')
+    paths = {}
+    for name, recipe in (('cgrseg-l', KD_DEMO),
+                         ('upernet-r18', KD_DEMO_UPERNET)):
+        config = Config.fromfile(recipe).model.teacher.config
+        paths[name] = save_random_teacher(config, str(tmp / f'{name}.pth'))
+    paths['cgrseg-t'] = save_random_teacher(DEMO_CONFIG,
+                                            str(tmp / 'cgrseg-t.pth'), 1)
+    return paths
+
+
+def kd_cfg(recipe: str, teacher_checkpoint: str) -> Config:
+    cfg = Config.fromfile(recipe)
+    cfg.model.teacher.checkpoint = teacher_checkpoint
+    configure_sync_bn(cfg)
+    return cfg
+
+
+def t_to_t_model(teachers: dict, losses: list) -> DistillEncoderDecoder:
+    """CGRSeg-T distilled from a (random) CGRSeg-T: cheap to build."""
+    cfg = kd_cfg(KD_DEMO, teachers['cgrseg-t'])
+    cfg.model.teacher.config = DEMO_CONFIG
+    cfg.model.distill_losses = losses
+    return MODELS.build(cfg.model)
+
+
+def batch(n: int = 2, size: int = 128, seed: int = 0):
+    """Preprocessed-style inputs and data samples with labels 0..4."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(n, 3, size, size, generator=gen)
+    samples = []
+    for _ in range(n):
+        sample = SegDataSample(metainfo=dict(
+            img_shape=(size, size), pad_shape=(size, size),
+            ori_shape=(size, size)))
+        sample.gt_sem_seg = PixelData(
+            data=torch.randint(0, 5, (1, size, size), generator=gen))
+        samples.append(sample)
+    return inputs, samples
+
+
+def raw_batch(n: int = 2, size: int = 128) -> dict:
+    """A batch as the dataloader gives it (for train_step)."""
+    inputs, samples = batch(n, size)
+    images = [(x * 40 + 120).clamp(0, 255).to(torch.uint8) for x in inputs]
+    return dict(inputs=images, data_samples=samples)
+
+
+KL_LOGITS = dict(type='PixelwiseKLLoss', student='decode_head.logits',
+                 teacher='decode_head.logits')
+
+
+# -- the teacher is frozen and outside the module tree ------------------
+
+@pytest.fixture(scope='module')
+def kd_model(teachers):
+    return MODELS.build(kd_cfg(KD_DEMO, teachers['cgrseg-l']).model)
+
+
+def test_state_dict_is_exactly_the_plain_students(kd_model):
+    plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+    assert list(kd_model.state_dict()) == list(plain.state_dict())
+    teacher_ids = {id(p) for p in kd_model.teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in kd_model.parameters()}
+    assert not any(m is kd_model.teacher for m in kd_model.modules())
+    assert 'teacher' not in repr(kd_model)
+    connectors = [n for n, _ in kd_model.named_parameters()
+                  if n.startswith('distill_losses.')]
+    assert connectors == ['distill_losses.1.connector.weight',
+                          'distill_losses.1.connector.bias']
+    assert list(kd_model.distill_state_dict()) == connectors
+    # A student state dict loads strictly (the connectors are not state).
+    kd_model.load_state_dict(plain.state_dict(), strict=True)
+
+
+def test_building_the_teacher_leaves_the_random_stream(teachers):
+    """Same seed: the same student weights and the same random numbers
+    afterwards as the plain student config (KD vs. no-KD runs compare)."""
+    torch.manual_seed(0)
+    plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+    after_plain = torch.rand(4)
+    torch.manual_seed(0)
+    kd = t_to_t_model(teachers, [
+        KL_LOGITS,
+        dict(type='FeatureMimicLoss', student='backbone.out.3',
+             teacher='backbone.out.3', student_channels=224,
+             teacher_channels=224)
+    ])
+    assert torch.equal(torch.rand(4), after_plain)
+    for key, value in plain.state_dict().items():
+        assert torch.equal(kd.state_dict()[key], value), key
+
+
+def test_teacher_stays_in_eval_mode_without_gradients(kd_model):
+    teacher = kd_model.teacher
+    for mode in (True, False, True):
+        kd_model.train(mode)
+        assert kd_model.decode_head.training is mode
+        assert not any(m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert sum(p.numel() for p in teacher.parameters()) > 30e6  # CGRSeg-L
+
+
+def test_teacher_follows_to_and_casts(teachers):
+    model = t_to_t_model(teachers, [KL_LOGITS])
+    model.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in model.teacher.parameters())
+    model.float()
+    assert all(p.dtype == torch.float32 for p in model.teacher.parameters())
+
+
+def test_teacher_not_in_the_optimizer(kd_model):
+    cfg = Config.fromfile(KD_DEMO)
+    wrapper = build_optim_wrapper(kd_model, cfg.optim_wrapper)
+    in_optimizer = {id(p) for group in wrapper.optimizer.param_groups
+                    for p in group['params']}
+    assert not in_optimizer & {id(p) for p in kd_model.teacher.parameters()}
+    assert id(kd_model.distill_losses[1].connector.weight) in in_optimizer
+    assert in_optimizer == {id(p) for p in kd_model.parameters()}
+
+
+def test_train_step_under_cpu_amp(teachers):
+    """A real MMEngine train step with bfloat16 autocast: the teacher runs
+    under the student's autocast and no_grad, and is unchanged after it."""
+    model = t_to_t_model(teachers, [
+        KL_LOGITS,
+        dict(type='FeatureMimicLoss', student='backbone.out.3',
+             teacher='backbone.out.3')
+    ])
+    model.train()
+    teacher_before = {k: v.clone()
+                      for k, v in model.teacher.state_dict().items()}
+    student_before = model.backbone.patch_embed[0].weight.clone()
+    seen = []
+    model.teacher.decode_head.conv_seg.register_forward_hook(
+        lambda m, i, o: seen.append((o.dtype, torch.is_grad_enabled())))
+    wrapper = build_optim_wrapper(
+        model, dict(type='CPUAmpOptimWrapper',
+                    optimizer=dict(type='AdamW', lr=1e-3)))
+    for _ in range(2):
+        log_vars = model.train_step(raw_batch(), wrapper)
+    assert {'distill.loss_kl', 'distill.loss_mimic'} <= set(log_vars)
+    assert seen and set(seen) == {(torch.bfloat16, False)}
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key
+    assert not torch.equal(model.backbone.patch_embed[0].weight,
+                           student_before)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for backward while ``fn`` runs."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def test_teacher_adds_no_stored_activations(kd_model):
+    kd_model.train()
+    inputs, samples = batch()
+    plain = plain_student_of(kd_model)
+    student = saved_bytes(lambda: plain.loss(inputs, samples))
+    kd = saved_bytes(lambda: kd_model.loss(inputs, samples))
+    with_grad = saved_bytes(lambda: kd_model.teacher.decode_head.forward(
+        kd_model.teacher.extract_feat(inputs.requires_grad_(True))))
+    # The extra tensors are those of the two losses and the connector
+    # (a few logit- and feature-sized maps), not the teacher's graph.
+    assert kd - student < 0.05 * student
+    assert with_grad > student  # what a teacher with autograd would keep
+
+
+def plain_student_of(kd_model: DistillEncoderDecoder):
+    """A plain EncoderDecoder sharing the KD model's student modules."""
+    plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+    plain.backbone, plain.decode_head = kd_model.backbone, \
+        kd_model.decode_head
+    return plain.train()
+
+
+def test_prediction_is_the_students(kd_model):
+    plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+    plain.load_state_dict(kd_model.state_dict())
+    kd_model.eval()
+    plain.eval()
+    inputs, samples = batch(1)
+    with torch.no_grad():
+        ours = kd_model.predict(inputs, samples)[0].seg_logits.data
+        theirs = plain.predict(inputs, samples)[0].seg_logits.data
+    assert torch.equal(ours, theirs)
+
+
+# -- layers ----------------------------------------------------------------
+
+def test_submodule_layers_are_taken_with_forward_hooks(teachers):
+    inputs, samples = batch()
+    values = []
+    for student in ('decode_head.logits', 'decode_head.conv_seg'):
+        torch.manual_seed(0)
+        model = t_to_t_model(teachers, [dict(KL_LOGITS, student=student)])
+        model.eval()  # no dropout
+        values.append(model.loss(inputs, samples)['distill.loss_kl'])
+    # conv_seg's last call gives the logits.
+    assert torch.allclose(values[0], values[1])
+    mimic = dict(type='FeatureMimicLoss', student='decode_head.linear_fuse',
+                 teacher='decode_head.linear_fuse')
+    model = t_to_t_model(teachers, [mimic])
+    assert torch.isfinite(model.loss(inputs, samples)['distill.loss_mimic'])
+
+
+@pytest.mark.parametrize('spec,role,message', [
+    ('decode_head', 'student', "no layer 'decode_head'"),
+    ('decode_head.nothing', 'student', "no layer 'decode_head.nothing'"),
+    ('auxiliary_head.conv', 'teacher', 'must lie under backbone.'),
+    ('neck.out.0', 'teacher', 'the teacher has no neck'),
+])
+def test_bad_layer_is_a_clear_error(teachers, spec, role, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        t_to_t_model(teachers, [dict(KL_LOGITS, **{role: spec})])
+
+
+def test_missing_output_is_a_clear_error(teachers):
+    model = t_to_t_model(teachers, [
+        dict(type='FeatureMimicLoss', student='backbone.out.7',
+             teacher='backbone.out.3')])
+    with pytest.raises(DistillShapeError,
+                       match=r"distill_losses\[0\].*no layer "
+                       r"'backbone.out.7'.*'backbone.out.3'"):
+        model.loss(*batch())
+
+
+# -- clear errors ----------------------------------------------------------
+
+def test_missing_teacher_checkpoint_names_the_key():
+    cfg = Config.fromfile(KD_ADE)  # checkpoint/cgrseg-l_ade20k.pth
+    configure_sync_bn(cfg)
+    assert not osp.exists(cfg.model.teacher.checkpoint)
+    with pytest.raises(FileNotFoundError,
+                       match=r'model\.teacher\.checkpoint.*'
+                       r'cgrseg-l_ade20k\.pth.*tools/train\.py'):
+        MODELS.build(cfg.model)
+    cfg.model.teacher.config = 'configs/none.py'
+    with pytest.raises(FileNotFoundError, match=r'model\.teacher\.config'):
+        MODELS.build(cfg.model)
+
+
+def test_teacher_checkpoint_of_another_model(teachers):
+    cfg = kd_cfg(KD_DEMO, teachers['upernet-r18'])
+    with pytest.raises(CheckpointError,
+                       match=r'model\.teacher\.checkpoint does not fit'):
+        MODELS.build(cfg.model)
+
+
+def test_class_count_mismatch(teachers, tmp_path):
+    config = tmp_path / 'teacher_7_classes.py'
+    config.write_text(f'_base_ = {DEMO_CONFIG!r}\n'
+                      'model = dict(decode_head=dict(num_classes=7))\n')
+    ckpt = save_random_teacher(str(config), str(tmp_path / 't7.pth'))
+    cfg = kd_cfg(KD_DEMO, ckpt)
+    cfg.model.teacher.config = str(config)
+    with pytest.raises(ValueError, match=r'distill_losses\[0\].*student '
+                       r'predicts 5 classes and the teacher 7'):
+        MODELS.build(cfg.model)
+
+
+def test_channel_mismatch_without_connector(teachers):
+    mimic = dict(type='FeatureMimicLoss', student='backbone.out.3',
+                 teacher='backbone.out.2')
+    model = t_to_t_model(teachers, [mimic])
+    with pytest.raises(DistillShapeError,
+                       match=r"distill_losses\[0\] \(FeatureMimicLoss.*"
+                       r"224 channels and the teacher map 120.*"
+                       r"student_channels/teacher_channels"):
+        model.loss(*batch())
+    model = t_to_t_model(teachers, [
+        dict(mimic, student_channels=224, teacher_channels=256)])
+    with pytest.raises(DistillShapeError, match='teacher_channels=120'):
+        model.loss(*batch())
+
+
+def test_other_config_errors(teachers, tmp_path):
+    with pytest.raises(ValueError, match='used more than once'):
+        t_to_t_model(teachers, [KL_LOGITS, KL_LOGITS])
+    with pytest.raises(ValueError, match='distill_losses is empty'):
+        t_to_t_model(teachers, [])
+    with pytest.raises(ValueError, match=r'distill_losses\[0\]: set '
+                       r'teacher=LAYER'):
+        t_to_t_model(teachers, [dict(type='PixelwiseKLLoss',
+                                     student='decode_head.logits')])
+    config = tmp_path / 'teacher_bgr.py'
+    config.write_text(f'_base_ = {DEMO_CONFIG!r}\n'
+                      'model = dict(data_preprocessor=dict('
+                      'bgr_to_rgb=False))\n')
+    cfg = kd_cfg(KD_DEMO, teachers['cgrseg-t'])
+    cfg.model.teacher.config = str(config)
+    with pytest.raises(ValueError, match='normalises images differently'):
+        MODELS.build(cfg.model)
+
+
+# -- recipes ---------------------------------------------------------------
+
+def test_cross_architecture_demo_recipe(teachers):
+    model = MODELS.build(
+        kd_cfg(KD_DEMO_UPERNET, teachers['upernet-r18']).model)
+    losses = model.loss(*batch())  # UPerNet logits at stride 4, ours 8
+    assert torch.isfinite(losses['distill.loss_kl'])
+    assert torch.isfinite(losses['distill.loss_mimic'])
+
+
+def test_ade20k_same_family_recipe(tmp_path):
+    cfg = Config.fromfile(KD_ADE)
+    teacher = save_random_teacher(cfg.model.teacher.config,
+                                  str(tmp_path / 'l.pth'))
+    model = MODELS.build(kd_cfg(KD_ADE, teacher).model)
+    assert model.num_classes == model.teacher.num_classes == 150
+    losses = model.loss(*batch(2, 64))
+    assert {'distill.loss_cwd', 'distill.loss_mimic'} <= set(losses)
+
+
+def convnext_student_only(cfg: Config) -> dict:
+    model = cfg.model.copy()
+    for key in ('teacher', 'distill_losses'):
+        model.pop(key)
+    model.type = 'EncoderDecoder'
+    return model
+
+
+def test_convnext_recipe_student_is_the_plain_ade20k_student():
+    cfg = Config.fromfile(KD_ADE_CONVNEXT)
+    assert cfg.model.teacher.config.startswith('mmseg::convnext/')
+    configure_sync_bn(cfg)
+    plain = Config.fromfile(ADE_T)
+    configure_sync_bn(plain)
+    assert list(MODELS.build(convnext_student_only(cfg)).state_dict()) == \
+        list(MODELS.build(plain.model).state_dict())
+
+
+def test_convnext_teacher_needs_mmpretrain(tmp_path):
+    try:
+        import mmpretrain.models  # noqa: F401
+        pytest.skip('mmpretrain.models imports here')
+    except ImportError:
+        pass
+    checkpoint = tmp_path / 'convnext.pth'
+    torch.save({'state_dict': {}}, checkpoint)
+    cfg = kd_cfg(KD_ADE_CONVNEXT, str(checkpoint))
+    with pytest.raises(ImportError, match=r"model\.teacher\.config "
+                       r"'mmseg::convnext/.*mmpretrain\.models"):
+        MODELS.build(cfg.model)
+
+
+def test_convnext_teacher_distills(tmp_path):
+    pytest.importorskip('mmpretrain.models')
+    cfg = Config.fromfile(KD_ADE_CONVNEXT)
+    teacher = save_random_teacher(cfg.model.teacher.config,
+                                  str(tmp_path / 'convnext.pth'))
+    model = MODELS.build(kd_cfg(KD_ADE_CONVNEXT, teacher).model)
+    assert torch.isfinite(model.loss(*batch(1, 64))['distill.loss_mimic'])
+
+
+# -- hooks -----------------------------------------------------------------
+
+def test_loss_weight_schedule():
+    hook = DistillLossWeightHook(warmup_iters=10, warmup_start=0.2,
+                                 decay_begin=20, decay_end=30,
+                                 decay_factor=0.5)
+    expected = {0: 0.2, 5: 0.6, 10: 1, 19: 1, 20: 1, 25: 0.75, 30: 0.5,
+                99: 0.5}
+    for i, value in expected.items():
+        assert hook.multiplier(i, 100) == pytest.approx(value)
+    until_end = DistillLossWeightHook(decay_begin=20)
+    assert until_end.multiplier(30, 40) == pytest.approx(0.5)
+    assert DistillLossWeightHook().multiplier(0, 10) == 1
+    with pytest.raises(ValueError, match='decay_begin'):
+        DistillLossWeightHook(warmup_iters=10, decay_begin=5)
+    with pytest.raises(ValueError, match='decay_end is set'):
+        DistillLossWeightHook(decay_end=5)
+
+
+def test_loss_weight_hook_scales_the_losses(teachers):
+    model = t_to_t_model(teachers, [KL_LOGITS])
+    model.eval()  # no dropout: equal forward passes
+    inputs, samples = batch()
+    full = model.loss(inputs, samples)['distill.loss_kl']
+    runner = SimpleNamespace(model=model, iter=5, max_iters=100,
+                             message_hub=MessageHub.get_instance('kd'))
+    DistillLossWeightHook(warmup_iters=10).before_train_iter(runner, 0)
+    assert model.distill_loss_multiplier == 0.5
+    half = model.loss(inputs, samples)['distill.loss_kl']
+    assert half.item() == pytest.approx(full.item() / 2, rel=1e-6)
+    plain = SimpleNamespace(model=torch.nn.Linear(1, 1), iter=0,
+                            max_iters=1, message_hub=runner.message_hub)
+    with pytest.raises(TypeError, match='DistillEncoderDecoder'):
+        DistillLossWeightHook().before_train_iter(plain, 0)
+
+
+def test_checkpoint_hook_saves_and_restores_connectors(kd_model):
+    runner = SimpleNamespace(model=kd_model)
+    hook = DistillCheckpointHook()
+    checkpoint = {'state_dict': kd_model.state_dict()}
+    hook.before_save_checkpoint(runner, checkpoint)
+    saved = checkpoint['distill_state_dict']
+    assert list(saved) == list(kd_model.distill_state_dict())
+    connector = kd_model.distill_losses[1].connector
+    with torch.no_grad():
+        connector.weight.add_(1)
+    hook.after_load_checkpoint(runner, checkpoint)
+    assert torch.equal(connector.weight,
+                       saved['distill_losses.1.connector.weight'])
+    with pytest.raises(CheckpointError, match='missing in checkpoint'):
+        kd_model.load_distill_state_dict({})
+    hook.after_load_checkpoint(runner, {'state_dict': {}})  # logs only
+
+
+# -- MMEngine Runner on the demo data ----------------------------------------
+
+def runner_cfg(recipe: str, teacher: str, data_root: str, work_dir: str,
+               iters: int) -> Config:
+    cfg = kd_cfg(recipe, teacher)
+    cfg.merge_from_dict({
+        'train_dataloader.dataset.data_root': data_root,
+        'val_dataloader.dataset.data_root': data_root,
+        'train_dataloader.batch_size': 2,
+        'train_cfg.max_iters': iters,
+        'train_cfg.val_interval': iters,
+        'default_hooks.checkpoint.interval': iters,
+        'default_hooks.checkpoint.save_best': None,
+        'default_hooks.logger.interval': 1,
+        'default_hooks.visualization.draw': False,
+        'param_scheduler.1.end': iters,
+    })
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.num_workers = 0
+        loader.persistent_workers = False
+    cfg.val_dataloader.dataset.indices = 4
+    cfg.work_dir = work_dir
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def kd_run(tmp_path_factory, data_root, teachers):
+    """3 iterations of the same-family demo recipe, checkpoint at 3."""
+    work_dir = str(tmp_path_factory.mktemp('kd_run'))
+    runner = Runner.from_cfg(runner_cfg(KD_DEMO, teachers['cgrseg-l'],
+                                        data_root, work_dir, 3))
+    runner.train()
+    return runner, work_dir
+
+
+def test_runner_trains_the_student_only(kd_run, teachers):
+    runner, _ = kd_run
+    model = runner.model
+    reference = torch.load(teachers['cgrseg-l'], weights_only=True)
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, reference['state_dict'][key]), key
+    in_optimizer = {id(p) for group in
+                    runner.optim_wrapper.optimizer.param_groups
+                    for p in group['params']}
+    assert not in_optimizer & {id(p) for p in model.teacher.parameters()}
+    hub = runner.message_hub
+    assert hub.get_scalar('train/distill.loss_kl').current() > 0
+    assert hub.get_scalar('train/distill.loss_mimic').current() > 0
+    # DistillLossWeightHook: warm-up over 50 iterations, last was i = 2.
+    assert model.distill_loss_multiplier == pytest.approx(2 / 50)
+    assert hub.get_scalar('train/distill_loss_multiplier').current() == \
+        pytest.approx(2 / 50)
+
+
+def test_checkpoint_holds_the_student_and_the_connectors(kd_run):
+    runner, work_dir = kd_run
+    ckpt = torch.load(osp.join(work_dir, 'iter_3.pth'), weights_only=True)
+    plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+    assert list(ckpt['state_dict']) == list(plain.state_dict())
+    assert list(ckpt['distill_state_dict']) == [
+        'distill_losses.1.connector.weight', 'distill_losses.1.connector.bias'
+    ]
+    connector = runner.model.distill_losses[1].connector
+    assert torch.equal(ckpt['distill_state_dict']
+                       ['distill_losses.1.connector.weight'],
+                       connector.weight.detach())
+    # The student loads into the plain CGRSeg-T demo config, strictly.
+    load_segmentor_checkpoint(plain, osp.join(work_dir, 'iter_3.pth'))
+    # ... and resuming restores the connectors as well.
+    with torch.no_grad():
+        connector.weight.zero_()
+    runner.load_checkpoint(osp.join(work_dir, 'iter_3.pth'))
+    assert torch.equal(ckpt['distill_state_dict']
+                       ['distill_losses.1.connector.weight'],
+                       connector.weight.detach())
+
+
+def test_test_tool_with_the_plain_config(kd_run, data_root, tmp_path):
+    runner, work_dir = kd_run
+    proc = run(python('tools/test.py', DEMO_CONFIG,
+                      osp.join(work_dir, 'iter_3.pth'), '--work-dir',
+                      str(tmp_path), '--cfg-options',
+                      f'test_dataloader.dataset.data_root={data_root}',
+                      'test_dataloader.dataset.indices=4'))
+    tested = re.findall(r'mIoU: ([\d.]+)', proc.stdout + proc.stderr)
+    assert tested, proc.stdout[-3000:]
+    validated = runner.message_hub.get_scalar('val/mIoU').current()
+    assert float(tested[-1]) == pytest.approx(validated, abs=0.01)
+
+
+# -- 2-process DDP (gloo) ----------------------------------------------------
+
+PROBE = '''
+import os
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+
+@HOOKS.register_module()
+class KDProbeHook(Hook):
+
+    def after_run(self, runner):
+        wrapper = runner.model
+        model = wrapper.module
+        teacher = {id(p) for p in model.teacher.parameters()}
+        optimized = {id(p) for g in runner.optim_wrapper.optimizer.
+                     param_groups for p in g['params']}
+        torch.save(dict(
+            wrapper=type(wrapper).__name__,
+            student=model.state_dict(),
+            distill=model.distill_state_dict(),
+            teacher=model.teacher.state_dict(),
+            teacher_in_ddp=any(id(p) in teacher
+                               for p in wrapper.parameters()),
+            teacher_in_optimizer=bool(teacher & optimized),
+            teacher_training=any(m.training
+                                 for m in model.teacher.modules()),
+        ), os.path.join(os.environ['KD_PROBE_DIR'], f'rank{get_rank()}.pt'))
+'''
+
+
+def test_two_process_ddp_distillation(data_root, teachers, tmp_path):
+    probe_dir, work_dir = tmp_path / 'probe', tmp_path / 'work'
+    probe_dir.mkdir()
+    (tmp_path / 'kd_probe.py').write_text(PROBE)
+    # The recipe with a CGRSeg-T teacher (cheaper than its L) and the probe.
+    config = tmp_path / 'kd_ddp.py'
+    config.write_text(
+        f'_base_ = {KD_DEMO!r}\n'
+        f"custom_imports = dict(imports=['cgrseg', 'kd_probe'])\n"
+        f"custom_hooks = _base_.custom_hooks + [dict(type='KDProbeHook')]\n"
+        f'model = dict(\n'
+        f'    teacher=dict(config={DEMO_CONFIG!r}),\n'
+        f'    distill_losses=[\n'
+        f'        _base_.model.distill_losses[0],\n'
+        f'        dict(_base_.model.distill_losses[1], teacher_channels=224)'
+        f'])\n')
+    run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
+         str(work_dir), '--cfg-options', *tiny_schedule(data_root, 2, 2),
+         f'model.teacher.checkpoint={teachers["cgrseg-t"]}',
+         'val_dataloader.dataset.indices=4'],
+        env=dict(KD_PROBE_DIR=str(probe_dir), PYTHONPATH=str(tmp_path),
+                 # tools/dist_train.sh runs `python`: this interpreter
+                 PATH=f'{osp.dirname(sys.executable)}:'
+                 f'{os.environ["PATH"]}',
+                 PORT=str(29500 + (os.getpid() + 500) % 1000)))
+    ranks = [torch.load(probe_dir / f'rank{r}.pt', weights_only=True)
+             for r in (0, 1)]
+    reference = torch.load(teachers['cgrseg-t'],
+                           weights_only=True)['state_dict']
+    for probe in ranks:
+        assert probe['wrapper'] == 'MMDistributedDataParallel'
+        assert not probe['teacher_in_ddp']
+        assert not probe['teacher_in_optimizer']
+        assert not probe['teacher_training']
+        for key, value in probe['teacher'].items():
+            assert torch.equal(value, reference[key]), key
+    for part in ('student', 'distill'):
+        for key, value in ranks[0][part].items():
+            if 'num_batches_tracked' in key or 'running_' in key:
+                continue  # BN statistics are per process (plain BN on CPU)
+            assert torch.equal(value, ranks[1][part][key]), key
+    checkpoints = glob.glob(str(work_dir / '*.pth'))
+    assert [osp.basename(c) for c in checkpoints] == ['iter_2.pth']
+    ckpt = torch.load(checkpoints[0], weights_only=True)
+    assert not any('teacher' in key for key in ckpt['state_dict'])
