@@ -11,7 +11,7 @@ KD_DEMO = str(REPO / 'configs' / 'distill' /
 def test_benchmark_prints_rates_and_memory():
     proc = run(python('tools/analysis_tools/benchmark.py', DEMO_CONFIG,
                       '--mode', 'infer', 'train', '--precision', 'fp32',
-                      'bf16', '--shape', '128', '128', '--batch', '2',
+                      'bf16', '--shape', '64', '64', '--batch', '2',
                       '--runs', '1', '--warmup', '0', '--threads', '1',
                       '--keep-heap'))
     assert "GLIBC_TUNABLES='glibc.malloc.mmap_threshold=" in proc.stdout
@@ -38,7 +38,7 @@ def test_benchmark_reports_a_failing_case_instead_of_waiting():
 
 def test_distill_cost_prints_the_ratio(tmp_path):
     proc = run(python('tools/analysis_tools/distill_cost.py', KD_DEMO,
-                      '--batch', '2', '--shape', '128', '128', '--runs', '1',
+                      '--batch', '2', '--shape', '64', '64', '--runs', '1',
                       '--warmup', '0', '--threads', '1',
                       '--teacher-checkpoint', str(tmp_path / 'none.pth')))
     assert 'a random teacher is used' in proc.stdout
