@@ -18,9 +18,10 @@ printed, not asserted: put them in notes with the machine they came from.
 that glibc's malloc keeps freed memory in its heap (mmap threshold 32 MiB,
 no trimming). With the defaults, whether glibc hands the large activation
 buffers back to the kernel after every forward (and page-faults them in
-again on the next one) depends on the process's allocation history; on CPU
-this can add tens of percent to a CGRSeg-B/L forward at 512². The same
-variable works for any command (``tools/test.py``, a deployment server).
+again on the next one) depends on the process's allocation history (measured
+on a 2-vCPU VM: up to 15 % on a CGRSeg-L forward at 512²; see
+docs/porting.md). The same variable works for any command
+(``tools/test.py``, a deployment server).
 
     python tools/analysis_tools/benchmark.py CONFIG [CONFIG ...]
         [--mode infer train] [--precision fp32 bf16] [--shape 512 512]
