@@ -31,9 +31,7 @@ docs/porting.md). The same variable works for any command
 import argparse
 import os
 import os.path as osp
-import resource
 import statistics
-import time
 from contextlib import nullcontext
 
 import torch
@@ -46,7 +44,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from fresh_process import run_in_fresh_process
+from measuring import peak_memory_mib, run_in_fresh_process, time_steps
 
 AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 KEEP_HEAP_TUNABLES = ('glibc.malloc.mmap_threshold=33554432:'
@@ -132,18 +130,8 @@ def measure(config: str, mode: str, precision: str, args, queue) -> None:
     model, cfg = build_model(config, args.device)
     step = make_step(model, cfg, mode, precision, args)
     cuda = args.device.startswith('cuda')
-    times = []
-    for i in range(args.warmup + args.runs):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
-               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    times = time_steps(step, args.runs, args.warmup, cuda)
+    peak_mb = peak_memory_mib(cuda)
     queue.put((times, peak_mb))
 
 

@@ -30,10 +30,8 @@ on the weights).
 import argparse
 import os
 import os.path as osp
-import resource
 import statistics
 import tempfile
-import time
 from contextlib import nullcontext
 
 import torch
@@ -45,7 +43,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from fresh_process import run_in_fresh_process
+from measuring import peak_memory_mib, run_in_fresh_process, time_steps
 
 CASES = ('student', 'teacher', 'kd')
 
@@ -184,18 +182,8 @@ def measure(case: str, args: argparse.Namespace, queue) -> None:
                       for p in m.parameters()) / 2**20
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(args.warmup + args.runs):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    peak_mib = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    times = time_steps(step, args.runs, args.warmup, cuda)
+    peak_mib = peak_memory_mib(cuda)
     stored = saved_bytes(loss_forward) / 2**20 if loss_forward else 0.
     queue.put(dict(times=times, built=built_mib, peak=peak_mib,
                    weights=weights_mib, stored=stored))
