@@ -25,7 +25,8 @@ from mmseg.structures import SegDataSample
 
 from cgrseg.engine.hooks import DistillCheckpointHook, DistillLossWeightHook
 from cgrseg.engine.launch import configure_sync_bn
-from cgrseg.models import DistillEncoderDecoder, build_teacher_model
+from cgrseg.models import (DistillEncoderDecoder, build_teacher_model,
+                           student_config)
 from cgrseg.models.losses import DistillShapeError
 from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
 from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
@@ -404,21 +405,13 @@ def test_ade20k_same_family_recipe(tmp_path):
     assert {'distill.loss_cwd', 'distill.loss_mimic'} <= set(losses)
 
 
-def convnext_student_only(cfg: Config) -> dict:
-    model = cfg.model.copy()
-    for key in ('teacher', 'distill_losses'):
-        model.pop(key)
-    model.type = 'EncoderDecoder'
-    return model
-
-
 def test_convnext_recipe_student_is_the_plain_ade20k_student():
     cfg = Config.fromfile(KD_ADE_CONVNEXT)
     assert cfg.model.teacher.config.startswith('mmseg::convnext/')
     configure_sync_bn(cfg)
     plain = Config.fromfile(ADE_T)
     configure_sync_bn(plain)
-    assert list(MODELS.build(convnext_student_only(cfg)).state_dict()) == \
+    assert list(MODELS.build(student_config(cfg.model)).state_dict()) == \
         list(MODELS.build(plain.model).state_dict())
 
 

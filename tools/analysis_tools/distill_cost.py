@@ -87,14 +87,6 @@ def load_cfg(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def student_cfg(cfg: Config) -> dict:
-    model = cfg.model.copy()
-    for key in ('teacher', 'distill_losses'):
-        model.pop(key)
-    model.type = 'EncoderDecoder'
-    return model
-
-
 def random_batch(num_classes: int, args: argparse.Namespace) -> dict:
     gen = torch.Generator().manual_seed(0)
     images, samples = [], []
@@ -113,7 +105,7 @@ def random_batch(num_classes: int, args: argparse.Namespace) -> dict:
 def make_step(case: str, cfg: Config, args: argparse.Namespace):
     """Build what ``case`` needs; return (step, loss_forward, models)."""
     from cgrseg.models import (build_teacher, layer_outputs,
-                               teacher_needs_head)
+                               student_config, teacher_needs_head)
     device = args.device
     if case == 'teacher':
         teacher = build_teacher(cfg.model.teacher).to(device)
@@ -132,7 +124,7 @@ def make_step(case: str, cfg: Config, args: argparse.Namespace):
                 layer_outputs(teacher, data['inputs'], run_head)
 
         return step, None, [teacher]
-    model_cfg = cfg.model if case == 'kd' else student_cfg(cfg)
+    model_cfg = cfg.model if case == 'kd' else student_config(cfg.model)
     model = MODELS.build(model_cfg).to(device).train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     data = random_batch(model.decode_head.num_classes, args)

@@ -168,6 +168,17 @@ def build_teacher(teacher: ConfigType) -> EncoderDecoder:
     return model.eval()
 
 
+def student_config(model_cfg: ConfigType) -> dict:
+    """The plain ``EncoderDecoder`` config of the student of a
+    ``DistillEncoderDecoder`` model config (a copy without ``teacher`` and
+    ``distill_losses``)."""
+    student = copy.deepcopy(model_cfg)
+    for key in ('teacher', 'distill_losses'):
+        student.pop(key)
+    student['type'] = 'EncoderDecoder'
+    return student
+
+
 def layer_outputs(model: EncoderDecoder, inputs: Tensor,
                   run_head: bool) -> Tuple[list, Dict[str, Tensor]]:
     """Run the backbone (+ neck) (+ decode head forward) of ``model``.
