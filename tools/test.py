@@ -13,12 +13,12 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS, init_default_scope
-from mmengine.runner import Runner
+from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 from cgrseg.datasets import check_data_roots
-from cgrseg.engine.launch import configure_sync_bn, init_cpu_distributed
+from cgrseg.engine.launch import (build_runner, configure_sync_bn,
+                                  init_cpu_distributed, load_tool_config)
 from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
 
 
@@ -82,15 +82,8 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
+                           args.work_dir)
     configure_sync_bn(cfg)
     init_cpu_distributed(cfg)
     check_checkpoint_fits(cfg, args.checkpoint)
@@ -108,8 +101,7 @@ def main() -> None:
         check_data_roots(cfg, splits=('test', ))
     except FileNotFoundError as err:
         raise SystemExit(f'tools/test.py: {err}') from None
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
-        RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.test()
 
 

@@ -10,15 +10,13 @@ checkpoint it resumes from; missing datasets are reported up front.
 """
 import argparse
 import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
 from cgrseg.datasets import check_data_roots
-from cgrseg.engine.launch import (check_resume_checkpoint, configure_amp,
-                                  configure_sync_bn, init_cpu_distributed)
+from cgrseg.engine.launch import (build_runner, check_resume_checkpoint,
+                                  configure_amp, configure_sync_bn,
+                                  init_cpu_distributed, load_tool_config)
 from cgrseg.models.utils import CheckpointError
 
 
@@ -53,15 +51,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
+                           args.work_dir)
     try:
         configure_amp(cfg, enable=args.amp)
         configure_sync_bn(cfg)
@@ -73,8 +64,7 @@ def main() -> None:
         check_data_roots(cfg, splits=('train', 'val'))
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f'tools/train.py: {err}') from None
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
-        RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
 

@@ -7,9 +7,34 @@ from typing import Optional
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.runner import find_latest_checkpoint
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..models.utils.checkpoint import CheckpointError, read_checkpoint
+
+
+def load_tool_config(config: str, launcher: str,
+                     cfg_options: Optional[dict],
+                     work_dir: Optional[str]) -> Config:
+    """The config as the train/test tools run it: ``--cfg-options`` merged,
+    the launcher set, and the work dir from ``--work-dir``, else the
+    config's, else ``./work_dirs/<config name>``."""
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """MMEngine's Runner, or the config's own ``runner_type``."""
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
+        RUNNERS.build(cfg)
 
 
 def configure_amp(cfg: Config, enable: bool) -> None:
