@@ -15,13 +15,29 @@ def test_benchmark_prints_rates_and_memory():
                       '--runs', '1', '--warmup', '0', '--threads', '1',
                       '--keep-heap'))
     assert "GLIBC_TUNABLES='glibc.malloc.mmap_threshold=" in proc.stdout
-    rows = re.findall(r'(infer|train) (fp32|bf16): median [\d.]+s .* -> '
-                      r'[\d.]+ (img|iter)/s, peak memory \d+ MiB',
+    rows = re.findall(r'(infer|train) (fp32|bf16) pytorch(?: logits)?: '
+                      r'median [\d.]+s .* -> [\d.]+ (img|iter)/s, peak '
+                      r'memory \d+ MiB \(\+\d+ while timed\)',
                       proc.stdout)
     assert [row[:2] for row in rows] == [('infer', 'fp32'),
                                          ('infer', 'bf16'),
                                          ('train', 'fp32'),
                                          ('train', 'bf16')], proc.stdout
+
+
+def test_benchmark_compares_runtimes_in_separate_processes():
+    proc = run(python('tools/analysis_tools/benchmark.py', DEMO_CONFIG,
+                      '--backend', 'pytorch', 'deploy', 'onnxruntime',
+                      '--output', 'labels', '--shape', '96', '96',
+                      '--runs', '1', '--warmup', '0', '--threads', '1',
+                      '--rounds', '2'))
+    rows = re.findall(r'infer fp32 (\S+) labels: median [\d.]+s .* -> '
+                      r'[\d.]+ img/s(, [\d.]+x pytorch)?, peak memory',
+                      proc.stdout)
+    assert [backend for backend, _ in rows] == [
+        'pytorch', 'deploy', 'onnxruntime'], proc.stdout
+    assert [bool(ratio) for _, ratio in rows] == [False, True, True]
+    assert 'rounds=2' in proc.stdout
 
 
 def test_benchmark_reports_a_failing_case_instead_of_waiting():

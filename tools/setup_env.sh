@@ -3,7 +3,8 @@
 # torch 2.13.0 (CPU wheel), mmcv 2.1.0 with its compiled ops (built from the
 # sdist once, ~10 min on 2 cores; pip caches the wheel), mmengine,
 # mmsegmentation 1.2.2, mmpretrain and this package (editable) with its test
-# dependencies and openmim. Idempotent: a second run installs nothing new.
+# and deployment (ONNX, ONNX Runtime) dependencies and openmim. Idempotent:
+# a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -15,7 +16,7 @@ if ! .venv/bin/python -c 'import mmcv.ops' 2>/dev/null; then
     echo 'building mmcv 2.1.0 with ops (first time ~10-25 min; pip caches the wheel)'
     MMCV_WITH_OPS=1 "${pip[@]}" --no-build-isolation mmcv==2.1.0
 fi
-"${pip[@]}" -e '.[tests]'
+"${pip[@]}" -e '.[tests,deploy]'
 # mim (for `mim train/test cgrseg ...`) without openxlab, which would
 # downgrade setuptools; its other dependencies come with .[tests].
 "${pip[@]}" --no-deps openmim==0.3.9

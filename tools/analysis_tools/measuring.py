@@ -48,6 +48,13 @@ def time_steps(step: Callable[[], None], runs: int, warmup: int,
     return times
 
 
+def current_memory_mib() -> float:
+    """The process's resident set now, in MiB (Linux)."""
+    with open('/proc/self/statm') as statm:
+        resident_pages = int(statm.read().split()[1])
+    return resident_pages * resource.getpagesize() / 2**20
+
+
 def peak_memory_mib(cuda: bool) -> float:
     """``torch.cuda.max_memory_allocated`` on CUDA, else the process's peak
     resident set, in MiB."""

@@ -133,14 +133,20 @@ class AttentionBiasMixin:
 
     def _gather_bias(self, num_queries: int, num_keys: int) -> torch.Tensor:
         bias = self.attention_biases_seg[:, self.attention_bias_idxs_seg]
-        if bias.shape[-2:] != (num_queries, num_keys):
+        # A graph traced with symbolic sizes must keep the resize for every
+        # size; at the table's own size bicubic resizing is the identity.
+        symbolic = isinstance(num_queries, torch.SymInt) or isinstance(
+            num_keys, torch.SymInt)
+        if symbolic or bias.shape[-2:] != (num_queries, num_keys):
             bias = F.interpolate(
                 bias.unsqueeze(0), size=(num_queries, num_keys),
                 mode='bicubic')
         return bias
 
     def attention_bias(self, num_queries: int, num_keys: int) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        # Traced graphs (torch.compile, torch.export, ONNX) compute the bias
+        # in the graph: a cache keyed on storage pointers cannot be traced.
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._gather_bias(num_queries, num_keys)
         table = self.attention_biases_seg
         key = (table.data_ptr(), table._version, table.dtype,

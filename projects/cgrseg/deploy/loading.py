@@ -1,0 +1,55 @@
+"""Build a segmentor for inference from a config and a checkpoint."""
+from typing import Optional
+
+from mmengine.config import Config
+from mmengine.hub import get_config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmseg.models import EncoderDecoder
+from mmseg.registry import DATASETS, MODELS
+
+from ..models.segmentors import student_config
+from ..models.utils import load_segmentor_checkpoint
+
+
+def _dataset_meta(cfg: Config, ckpt: Optional[dict]) -> dict:
+    """Class names and palette: the checkpoint's, else the test dataset's."""
+    meta = (ckpt or {}).get('meta', {})
+    if 'dataset_meta' in meta:
+        return dict(meta['dataset_meta'])
+    if 'CLASSES' in meta:
+        return dict(classes=meta['CLASSES'], palette=meta.get('PALETTE'))
+    dataset_type = cfg.get('test_dataloader', {}).get('dataset', {}).get(
+        'type')
+    dataset_cls = DATASETS.get(dataset_type) if dataset_type else None
+    return dict(getattr(dataset_cls, 'METAINFO', {}))
+
+
+def init_segmentor(config: str,
+                   checkpoint: Optional[str] = None,
+                   cfg_options: Optional[dict] = None) -> EncoderDecoder:
+    """The config's segmentor on CPU in eval mode, SyncBN as BN, with the
+    checkpoint loaded strictly (a mismatch raises ``CheckpointError``
+    listing the keys) and ``dataset_meta`` set.
+
+    ``config`` is a file or ``'<package>::<path>'`` (a config of an
+    installed OpenMMLab package). A distillation config gives its student, which is what its checkpoints
+    hold. Without a checkpoint the weights are random (for speed or export
+    checks only).
+    """
+    # 'mmseg::segnext/...' names a config shipped with an installed package.
+    cfg = get_config(config) if '::' in config else Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'teacher' in cfg.model:
+        cfg.model = student_config(cfg.model)
+    # The checkpoint holds every weight: no ImageNet initialisation.
+    cfg.model.backbone.init_cfg = None
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = load_segmentor_checkpoint(model, checkpoint)
+    model.dataset_meta = _dataset_meta(cfg, ckpt)
+    model.cfg = cfg
+    return model.eval()
