@@ -95,8 +95,16 @@ def test_missing_data_root_is_one_clear_error(tmp_path):
     assert 'ADEChallengeData2016.zip' in proc.stderr
 
 
+def train_log_dirs(work_dir: str) -> set:
+    """The per-run (timestamped) log folders in a work dir."""
+    return {d for d in glob.glob(osp.join(work_dir, '*')) if osp.isdir(d)}
+
+
 def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
                                                    tmp_path):
+    """Killed after iter_4.pth, resumed from it (not from scratch: the
+    demo run is deterministic, so only the log and the untouched iter_4.pth
+    tell the two apart), and ends equal to the uninterrupted run."""
     reference_dir, _ = demo_run
     work_dir = str(tmp_path)
     args = python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
@@ -111,13 +119,27 @@ def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
         if osp.exists(marker) and 'iter_4' in open(marker).read():
             break
         time.sleep(0.05)
+    assert proc.poll() is None, 'the run ended before it could be killed'
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # CheckpointHook writes last_checkpoint after the checkpoint itself.
+    iter_4 = osp.join(work_dir, 'iter_4.pth')
+    assert osp.exists(iter_4), 'no iter_4.pth when the run was killed'
     assert not osp.exists(osp.join(work_dir, 'iter_8.pth')), \
         'the run finished before it could be killed'
+    before = (os.stat(iter_4).st_mtime_ns, open(iter_4, 'rb').read())
+    killed_logs = train_log_dirs(work_dir)
 
     run(python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
                '--resume', '--cfg-options', *tiny_schedule(data_root)))
+    assert (os.stat(iter_4).st_mtime_ns, open(iter_4, 'rb').read()) == \
+        before, 'iter_4.pth was rewritten: training restarted from scratch'
+    [resumed_log_dir] = train_log_dirs(work_dir) - killed_logs
+    log = open(glob.glob(osp.join(resumed_log_dir, '*.log'))[0]).read()
+    assert 'resumed epoch: 0, iter: 4' in log
+    first_train_line = next(line for line in log.splitlines()
+                            if 'Iter(train) [' in line)
+    assert 'Iter(train) [5/8]' in first_train_line, first_train_line
     resumed = torch.load(osp.join(work_dir, 'iter_8.pth'), weights_only=True)
     reference = torch.load(osp.join(reference_dir, 'iter_8.pth'),
                            weights_only=True)
