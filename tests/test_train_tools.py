@@ -165,6 +165,8 @@ def test_resume_from_a_truncated_checkpoint_is_a_clear_error(
 
 
 def test_two_process_ddp_on_cpu(data_root, tmp_path):
+    """Both ranks train inside MMDistributedDataParallel on disjoint samples
+    and end with the same weights (gradients averaged over ranks)."""
     work_dir, probe = tmp_path / 'work', tmp_path / 'probe'
     probe.mkdir()
     config = tmp_path / 'ddp_probe.py'
@@ -177,6 +179,12 @@ def test_two_process_ddp_on_cpu(data_root, tmp_path):
         env=dict(CGRSEG_PROBE_DIR=str(probe), PYTHON=sys.executable,
                  PYTHONPATH=str(REPO / 'tests'),
                  PORT=str(29500 + os.getpid() % 1000)))
+    seen = [json.loads((probe / f'rank{r}.json').read_text())
+            for r in (0, 1)]
+    assert [s['wrapper'] for s in seen] == ['MMDistributedDataParallel'] * 2
+    # 4 iterations of batch 2 each, from one shuffled epoch split by rank.
+    assert [len(s['samples']) for s in seen] == [8, 8]
+    assert not set(seen[0]['samples']) & set(seen[1]['samples']), seen
     rank0 = torch.load(probe / 'rank0.pt', weights_only=True)
     rank1 = torch.load(probe / 'rank1.pt', weights_only=True)
     for key, value in rank0.items():
