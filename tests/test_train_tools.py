@@ -39,7 +39,30 @@ def final_miou(work_dir: str) -> float:
     return [entry['mIoU'] for entry in lines if 'mIoU' in entry][-1]
 
 
-def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run):
+def miou_by_hand(checkpoint: str, data_root: str) -> float:
+    """mIoU (%) of the checkpoint on the demo val split, counted here from
+    ``inference_model``'s label maps: per-class intersection over union of
+    pixels summed over all images, mean over classes that occur."""
+    import mmcv
+    import numpy as np
+    from mmseg.apis import inference_model, init_model
+    model = init_model(DEMO_CONFIG, checkpoint, device='cpu')
+    num_classes = len(model.dataset_meta['classes'])
+    intersect, union = np.zeros(num_classes), np.zeros(num_classes)
+    for image in sorted(glob.glob(osp.join(data_root, 'img_dir', 'val',
+                                           '*.png'))):
+        pred = inference_model(model, image).pred_sem_seg.data[0].numpy()
+        label = mmcv.imread(image.replace('img_dir', 'ann_dir'),
+                            flag='unchanged')
+        for c in range(num_classes):
+            intersect[c] += np.sum((pred == c) & (label == c))
+            union[c] += np.sum((pred == c) | (label == c))
+    with np.errstate(invalid='ignore'):
+        return float(np.nanmean(intersect / union) * 100)
+
+
+def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run,
+                                                            data_root):
     work_dir, proc = demo_run
     for name in ('iter_4.pth', 'iter_8.pth', 'last_checkpoint'):
         assert osp.exists(osp.join(work_dir, name)), name
@@ -49,7 +72,9 @@ def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run):
     pictures = glob.glob(
         osp.join(work_dir, '*', 'vis_data', 'vis_image', '*.png'))
     assert pictures, 'SegVisualizationHook wrote no prediction/GT pictures'
-    assert 0 <= final_miou(work_dir) <= 100
+    # The validation at iteration 8 scored the weights saved in iter_8.pth.
+    assert final_miou(work_dir) == pytest.approx(
+        miou_by_hand(osp.join(work_dir, 'iter_8.pth'), data_root), abs=0.02)
     ckpt = torch.load(osp.join(work_dir, 'iter_8.pth'), weights_only=True)
     assert ckpt['meta']['iter'] == 8 and 'rng_state' in ckpt
 
