@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import os.path as osp
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,6 +221,47 @@ def test_two_process_ddp_on_cpu(data_root, tmp_path):
     assert [osp.basename(c) for c in checkpoints] == ['iter_4.pth']
     logs = glob.glob(str(work_dir / '*' / '*.log'))
     assert len(logs) == 1, logs
+
+
+@pytest.mark.parametrize('script,min_args', [
+    ('dist_train.sh', 2), ('dist_test.sh', 3), ('slurm_train.sh', 3),
+    ('slurm_test.sh', 4)])
+def test_launch_scripts_print_their_usage(script, min_args):
+    proc = run(['bash', f'tools/{script}', '--help'])
+    assert proc.stdout.startswith('usage: ') and script in proc.stdout
+    proc = run(['bash', f'tools/{script}', *['x'] * (min_args - 1)],
+               check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith('usage: ') and script in proc.stderr
+    assert proc.stdout == '' and proc.stderr.count('\n') == 1
+
+
+def test_dist_scripts_find_the_repository_venv(tmp_path):
+    """$PYTHON if set, else <repo>/.venv/bin/python, else python on PATH
+    (here a stub without torch)."""
+    repo = tmp_path / 'repo'
+    (repo / 'tools').mkdir(parents=True)
+    for name in ('dist_test.sh', 'find_python.sh', 'test.py'):
+        shutil.copy(REPO / 'tools' / name, repo / 'tools' / name)
+    venv_python = repo / '.venv' / 'bin' / 'python'
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    stub = tmp_path / 'stub' / 'python'
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\necho "python on PATH"; exit 3\n')
+    for path in (venv_python, stub):
+        path.chmod(0o755)
+    args = ['bash', str(repo / 'tools' / 'dist_test.sh'), DEMO_CONFIG,
+            'ckpt.pth', '1', '--help']
+    env = dict(PATH=f'{stub.parent}:{os.environ["PATH"]}', PYTHON='',
+               PORT=str(29500 + (os.getpid() + 1) % 1000))
+    proc = run(args, env=env)  # torchrun runs tools/test.py --help
+    assert 'Test a segmentor' in proc.stdout
+    proc = run(args, env=dict(env, PYTHON=str(stub)), check=False)
+    assert proc.returncode == 3 and 'python on PATH' in proc.stdout
+    shutil.rmtree(repo / '.venv')
+    proc = run(args, env=env, check=False)
+    assert proc.returncode == 3 and 'python on PATH' in proc.stdout
 
 
 def test_inference_apis_and_demo_script(demo_run, data_root, tmp_path):
