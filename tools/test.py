@@ -4,9 +4,10 @@
         [--show-dir DIR] [--show] [--wait-time S] [--tta]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
 
-The checkpoint is checked against the model first (strictly: every missing,
-unexpected or mis-shaped key is listed), so a checkpoint of another model
-fails with an explanation instead of evaluating partly random weights.
+The checkpoint is checked against the model first (strictly: missing,
+unexpected and mis-shaped keys are counted and the first 8 of each named), so
+a checkpoint of another model fails with an explanation instead of evaluating
+partly random weights.
 """
 import argparse
 import os
