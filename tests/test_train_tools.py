@@ -93,6 +93,36 @@ def test_test_tool_evaluates_and_paints(demo_run, data_root, tmp_path):
     assert len(painted) == 24
 
 
+def test_test_tool_tta_runs_multi_scale_flip(demo_run, data_root, tmp_path):
+    from mmengine.config import Config
+    work_dir, _ = demo_run
+    proc = run(python('tools/test.py', DEMO_CONFIG,
+                      osp.join(work_dir, 'iter_8.pth'), '--tta',
+                      '--work-dir', str(tmp_path), '--cfg-options',
+                      f'test_dataloader.dataset.data_root={data_root}',
+                      'test_dataloader.dataset.indices=2'))
+    assert 'Iter(test) [2/2]' in proc.stdout and 'mIoU' in proc.stdout
+    ran = Config.fromfile(str(tmp_path / osp.basename(DEMO_CONFIG)))
+    assert ran.model.type == 'SegTTAModel'
+    assert ran.model.module.type == 'EncoderDecoder'
+    [tta] = [t for t in ran.test_dataloader.dataset.pipeline
+             if t['type'] == 'TestTimeAug']
+    assert len(tta['transforms'][0]) == 6  # scales
+    assert len(tta['transforms'][1]) == 2  # without and with flip
+
+
+@pytest.mark.parametrize('key', ['tta_pipeline', 'tta_model'])
+def test_test_tool_tta_without_tta_config_is_a_clear_error(
+        key, demo_run, data_root):
+    work_dir, _ = demo_run
+    proc = run(python('tools/test.py', DEMO_CONFIG,
+                      osp.join(work_dir, 'iter_8.pth'), '--tta',
+                      '--cfg-options', f'{key}=None'), check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert f'--tta needs {key} in the config' in proc.stderr
+    assert 'SegTTAModel' in proc.stderr
+
+
 def test_test_tool_rejects_a_checkpoint_of_another_model(tmp_path, data_root):
     from reference import build_reference_model
     model_b, _ = build_reference_model('b')

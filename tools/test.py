@@ -81,6 +81,24 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
         visualizer.vis_backends = [dict(type='LocalVisBackend')]
 
 
+def enable_tta(cfg: Config, config: str) -> None:
+    """``--tta``: the config's ``tta_pipeline`` for the test set and its
+    ``tta_model`` around the model."""
+    missing = [key for key in ('tta_pipeline', 'tta_model')
+               if not cfg.get(key)]
+    if missing:
+        raise SystemExit(
+            f'tools/test.py: --tta needs {" and ".join(missing)} in the '
+            f"config, and {config} has none. Add mmseg's multi-scale + flip "
+            "test to the config: tta_model = dict(type='SegTTAModel') (as in "
+            'mmseg::_base_/default_runtime.py) and the tta_pipeline of '
+            'mmseg::_base_/datasets/ade20k.py (TestTimeAug over '
+            'Resize(scale_factor=0.5 ... 1.75) and RandomFlip).')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
 def main() -> None:
     args = parse_args()
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
@@ -92,9 +110,7 @@ def main() -> None:
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.tta:
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
+        enable_tta(cfg, args.config)
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
