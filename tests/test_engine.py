@@ -9,7 +9,8 @@ from mmengine.runner import Runner
 
 from cgrseg.engine.hooks.rng_state_hook import (capture_rng_state,
                                                 restore_rng_state)
-from cgrseg.engine.launch import configure_amp, configure_sync_bn
+from cgrseg.engine.launch import (configure_amp, configure_sync_bn,
+                                  unexpected_keyword_message)
 from cgrseg.models.utils.labels import check_label_range
 from e2e import DEMO_CONFIG, tiny_schedule
 
@@ -90,6 +91,30 @@ def test_sync_bn_becomes_bn_only_without_cuda(monkeypatch, cuda, expected):
     configure_sync_bn(cfg)
     types = norm_types(cfg.model)
     assert len(types) >= 2 and set(types) == {expected}
+
+
+def test_unexpected_keyword_is_explained_only_for_a_built_config_entry():
+    from mmengine.registry import build_from_cfg
+    from mmseg.registry import MODELS
+
+    import cgrseg  # noqa: F401
+    with pytest.raises(TypeError) as built:
+        build_from_cfg(dict(type='EfficientFormerV2', archh='s1'), MODELS)
+    assert unexpected_keyword_message(built.value) == (
+        "EfficientFormerV2 has no parameter 'archh': check the config and "
+        '--cfg-options for a mistyped key. EfficientFormerV2 takes: arch, '
+        'out_indices, resolution, drop_path_rate, layer_scale_init, '
+        'norm_cfg, act_cfg, norm_eval, init_cfg.')
+
+    class Block:
+
+        def __init__(self, width: int) -> None:
+            pass
+
+    with pytest.raises(TypeError) as called:
+        Block(widht=3)  # a bug in code, not a config key
+    assert 'unexpected keyword argument' in str(called.value)
+    assert unexpected_keyword_message(called.value) is None
 
 
 def test_injected_inf_loss_skips_the_step(data_root, tmp_path):

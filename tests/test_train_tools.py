@@ -151,6 +151,40 @@ def test_missing_data_root_is_one_clear_error(tmp_path):
     assert 'ADEChallengeData2016.zip' in proc.stderr
 
 
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_missing_config_is_one_clear_error(tool):
+    typo = DEMO_CONFIG.replace('128x128.py', '128x12.py')
+    proc = run(python(f'tools/{tool}.py', typo,
+                      *(['ckpt.pth'] if tool == 'test' else [])),
+               check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f'tools/{tool}.py: config file {typo!r} not found (relative paths '
+        f'are relative to the working directory, {REPO}). Did you mean '
+        f'{DEMO_CONFIG}?']
+
+
+@pytest.mark.parametrize('tool,option,cls,valid', [
+    ('train', 'train_cfg.max_iter=2', 'IterBasedTrainLoop', 'max_iters'),
+    ('test', 'model.backbone.archh=s1', 'EfficientFormerV2', 'arch'),
+    ('test', 'test_cfg.fp16x=True', 'TestLoop', 'fp16'),
+])
+def test_mistyped_config_key_is_one_clear_error(tool, option, cls, valid,
+                                                demo_run, data_root,
+                                                tmp_path):
+    checkpoint = osp.join(demo_run[0], 'iter_8.pth')
+    proc = run(python(f'tools/{tool}.py', DEMO_CONFIG,
+                      *([checkpoint] if tool == 'test' else []),
+                      '--work-dir', str(tmp_path), '--cfg-options',
+                      *tiny_schedule(data_root), option), check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    key = option.split('=')[0].split('.')[-1]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'tools/{tool}.py: {cls} has no parameter '
+                           f'{key!r}: check the config and --cfg-options')
+    assert f' {valid},' in last or f' {valid}.' in last
+
+
 def train_log_dirs(work_dir: str) -> set:
     """The per-run (timestamped) log folders in a work dir."""
     return {d for d in glob.glob(osp.join(work_dir, '*')) if osp.isdir(d)}

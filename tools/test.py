@@ -18,8 +18,9 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 from cgrseg.datasets import check_data_roots
-from cgrseg.engine.launch import (build_runner, configure_sync_bn,
-                                  init_cpu_distributed, load_tool_config)
+from cgrseg.engine.launch import (build_runner, config_key_errors,
+                                  configure_sync_bn, init_cpu_distributed,
+                                  load_tool_config)
 from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
 
 
@@ -101,11 +102,15 @@ def enable_tta(cfg: Config, config: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
-                           args.work_dir)
+    try:
+        cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
+                               args.work_dir)
+    except FileNotFoundError as err:
+        raise SystemExit(f'tools/test.py: {err}') from None
     configure_sync_bn(cfg)
     init_cpu_distributed(cfg)
-    check_checkpoint_fits(cfg, args.checkpoint)
+    with config_key_errors('tools/test.py'):
+        check_checkpoint_fits(cfg, args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -118,8 +123,9 @@ def main() -> None:
         check_data_roots(cfg, splits=('test', ))
     except FileNotFoundError as err:
         raise SystemExit(f'tools/test.py: {err}') from None
-    runner = build_runner(cfg)
-    runner.test()
+    with config_key_errors('tools/test.py'):
+        runner = build_runner(cfg)
+        runner.test()
 
 
 if __name__ == '__main__':
