@@ -170,9 +170,11 @@ def build_teacher(teacher: ConfigType) -> EncoderDecoder:
     _config_path(config)
     if not osp.isfile(checkpoint):
         url = published_weights(config)
-        get = f'Download the published teacher checkpoint {url} to ' \
-            f'{checkpoint}' if url else 'Train the teacher first ' \
-            f'(python tools/train.py {config})'
+        if url:
+            get = (f'Download the published teacher checkpoint {url} to '
+                   f'{checkpoint}')
+        else:
+            get = f'Train the teacher first (python tools/train.py {config})'
         raise FileNotFoundError(
             f'model.teacher.checkpoint: teacher checkpoint {checkpoint!r} '
             f'not found. {get}, or set model.teacher.checkpoint=PATH (e.g. '
