@@ -113,11 +113,13 @@ def test_test_tool_tta_runs_multi_scale_flip(demo_run, data_root, tmp_path):
 
 @pytest.mark.parametrize('key', ['tta_pipeline', 'tta_model'])
 def test_test_tool_tta_without_tta_config_is_a_clear_error(
-        key, demo_run, data_root):
+        key, demo_run, data_root, tmp_path):
     work_dir, _ = demo_run
     proc = run(python('tools/test.py', DEMO_CONFIG,
                       osp.join(work_dir, 'iter_8.pth'), '--tta',
-                      '--cfg-options', f'{key}=None'), check=False)
+                      '--work-dir', str(tmp_path), '--cfg-options',
+                      f'test_dataloader.dataset.data_root={data_root}',
+                      f'{key}=None'), check=False)
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert f'--tta needs {key} in the config' in proc.stderr
     assert 'SegTTAModel' in proc.stderr
