@@ -126,14 +126,26 @@ def test_odd_size_result_is_consistent_with_neighbouring_even_sizes():
     assert corr(528, 512) >= baseline and corr(528, 544) >= baseline
 
 
-def test_even_sizes_unchanged_by_the_odd_size_fix():
-    """For even maps, upsampling to the exact size equals the original's
-    nn.Upsample(scale_factor=2) bit for bit."""
-    x = torch.randn(2, 8, 6, 10)
-    ours = torch.nn.functional.interpolate(
-        x, size=(12, 20), mode='bilinear', align_corners=False)
-    original = torch.nn.Upsample(scale_factor=2, mode='bilinear')(x)
-    assert torch.equal(ours, original)
+def test_even_sizes_unchanged_by_the_odd_size_fix(monkeypatch):
+    """For even maps, the stride-2 attention's upsampling to the exact input
+    size equals the original's nn.Upsample(scale_factor=2) bit for bit."""
+    block = Attention4D(dim=16, resolution=8, stride=2, key_dim=4,
+                        num_heads=2).eval()
+    interpolate, upsampled = torch.nn.functional.interpolate, []
+
+    def spy(x, *args, **kwargs):
+        out = interpolate(x, *args, **kwargs)
+        if kwargs.get('mode') == 'bilinear':
+            upsampled.append((x, out))
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, 'interpolate', spy)
+    with torch.no_grad():
+        block(torch.randn(2, 16, 8, 12))
+    [(small, out)] = upsampled
+    assert tuple(small.shape[-2:]) == (4, 6)
+    original = torch.nn.Upsample(scale_factor=2, mode='bilinear')(small)
+    assert torch.equal(out, original)
 
 
 def test_norm_eval_freezes_backbone_bn():

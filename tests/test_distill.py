@@ -332,6 +332,23 @@ def test_missing_teacher_checkpoint_names_the_key():
         MODELS.build(cfg.model)
 
 
+def test_missing_published_teacher_checkpoint_gives_its_url():
+    """mmseg publishes the ConvNeXt teacher (configs/convnext/
+    metafile.yaml); a config of a package cannot be trained by path."""
+    cfg = Config.fromfile(KD_ADE_CONVNEXT)
+    configure_sync_bn(cfg)
+    assert not osp.exists(cfg.model.teacher.checkpoint)
+    url = ('https://download.openmmlab.com/mmsegmentation/v0.5/convnext/'
+           'upernet_convnext_base_fp16_512x512_160k_ade20k/'
+           'upernet_convnext_base_fp16_512x512_160k_ade20k_20220227_181227-'
+           '02a24fc6.pth')
+    with pytest.raises(FileNotFoundError) as error:
+        MODELS.build(cfg.model)
+    assert f'Download the published teacher checkpoint {url} to ' \
+        f'{cfg.model.teacher.checkpoint}' in str(error.value)
+    assert 'tools/train.py' not in str(error.value)
+
+
 def test_teacher_checkpoint_of_another_model(teachers):
     cfg = kd_cfg(KD_DEMO, teachers['upernet-r18'])
     with pytest.raises(CheckpointError,

@@ -129,13 +129,23 @@ def test_logit_losses_resize_to_a_common_size(resize_to):
     assert cwd.item() == pytest.approx(0, abs=1e-6)
 
 
-def test_gradient_reaches_the_student_only():
+def test_student_gradient_by_hand():
+    """d KL(q || softmax(z)) / dz = softmax(z) - q, over classes per pixel
+    (pixel-wise, mean over 2 pixels) or over positions per channel
+    (channel-wise, mean over N·C = 2 channels). Only pixel 0 / channel 0
+    differ: p = (1/2, 1/2), q = (3/4, 1/4). (The teacher gets no gradient
+    because the distillation model runs it under no_grad: test_distill.)"""
     student, teacher = logit_pair()
     student.requires_grad_(True)
-    for loss in (PixelwiseKLLoss(), ChannelWiseDistillationLoss()):
-        student.grad = None
-        loss(student, teacher).backward()
-        assert student.grad.abs().sum() > 0
+    PixelwiseKLLoss()(student, teacher).backward()
+    # [class][pixel]: pixel 0 gets (p - q) / 2, pixel 1 nothing.
+    expected = torch.tensor([[[[-0.125, 0.]], [[0.125, 0.]]]])
+    torch.testing.assert_close(student.grad, expected)
+    student.grad = None
+    ChannelWiseDistillationLoss()(student, teacher).backward()
+    # [channel][position]: channel 0 gets (p - q) / 2, channel 1 nothing.
+    expected = torch.tensor([[[[-0.125, 0.125]], [[0., 0.]]]])
+    torch.testing.assert_close(student.grad, expected)
 
 
 def test_low_precision_inputs_give_float32_losses():

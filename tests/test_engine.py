@@ -9,7 +9,8 @@ from mmengine.runner import Runner
 
 from cgrseg.engine.hooks.rng_state_hook import (capture_rng_state,
                                                 restore_rng_state)
-from cgrseg.engine.launch import configure_amp, configure_sync_bn
+from cgrseg.engine.launch import (configure_amp, configure_sync_bn,
+                                  unexpected_keyword_message)
 from cgrseg.models.utils.labels import check_label_range
 from e2e import DEMO_CONFIG, tiny_schedule
 
@@ -54,11 +55,10 @@ def test_cpu_amp_runs_the_forward_in_bfloat16(data_root, tmp_path):
     assert all(torch.isfinite(p).all() for p in runner.model.parameters())
 
 
-def test_amp_wrapper_without_cuda_is_a_clear_error():
+def test_amp_wrapper_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     cfg = Config.fromfile(DEMO_CONFIG)
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    if torch.cuda.is_available():
-        pytest.skip('this machine has CUDA')
     with pytest.raises(ValueError, match='CUDA is not available.*--amp'):
         configure_amp(cfg, enable=False)
 
@@ -70,15 +70,51 @@ def test_cpu_amp_rejects_float16():
         CPUAmpOptimWrapper(optimizer=optimizer, dtype='float16')
 
 
-def test_sync_bn_becomes_bn_without_cuda():
+def norm_types(node) -> list:
+    """Every ``type`` of a ``norm_cfg`` in a (nested) model config."""
+    if isinstance(node, dict):
+        found = [node['norm_cfg']['type']] if isinstance(
+            node.get('norm_cfg'), dict) else []
+        return found + [t for v in node.values() for t in norm_types(v)]
+    if isinstance(node, (list, tuple)):
+        return [t for v in node for t in norm_types(v)]
+    return []
+
+
+@pytest.mark.parametrize('cuda,expected', [(False, 'BN'), (True, 'SyncBN')])
+def test_sync_bn_becomes_bn_only_without_cuda(monkeypatch, cuda, expected):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
     cfg = Config.fromfile(DEMO_CONFIG.replace(
         'cgrseg_efficientformerv2-s1_1xb8-adamw-300iter_shapes-128x128',
         'cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512'))
-    assert cfg.model.backbone.norm_cfg.type == 'SyncBN'
+    assert set(norm_types(cfg.model)) == {'SyncBN'}
     configure_sync_bn(cfg)
-    if not torch.cuda.is_available():
-        assert cfg.model.backbone.norm_cfg.type == 'BN'
-        assert cfg.model.decode_head.norm_cfg.type == 'BN'
+    types = norm_types(cfg.model)
+    assert len(types) >= 2 and set(types) == {expected}
+
+
+def test_unexpected_keyword_is_explained_only_for_a_built_config_entry():
+    from mmengine.registry import build_from_cfg
+    from mmseg.registry import MODELS
+
+    import cgrseg  # noqa: F401
+    with pytest.raises(TypeError) as built:
+        build_from_cfg(dict(type='EfficientFormerV2', archh='s1'), MODELS)
+    assert unexpected_keyword_message(built.value) == (
+        "EfficientFormerV2 has no parameter 'archh': check the config and "
+        '--cfg-options for a mistyped key. EfficientFormerV2 takes: arch, '
+        'out_indices, resolution, drop_path_rate, layer_scale_init, '
+        'norm_cfg, act_cfg, norm_eval, init_cfg.')
+
+    class Block:
+
+        def __init__(self, width: int) -> None:
+            pass
+
+    with pytest.raises(TypeError) as called:
+        Block(widht=3)  # a bug in code, not a config key
+    assert 'unexpected keyword argument' in str(called.value)
+    assert unexpected_keyword_message(called.value) is None
 
 
 def test_injected_inf_loss_skips_the_step(data_root, tmp_path):

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import os.path as osp
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +40,30 @@ def final_miou(work_dir: str) -> float:
     return [entry['mIoU'] for entry in lines if 'mIoU' in entry][-1]
 
 
-def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run):
+def miou_by_hand(checkpoint: str, data_root: str) -> float:
+    """mIoU (%) of the checkpoint on the demo val split, counted here from
+    ``inference_model``'s label maps: per-class intersection over union of
+    pixels summed over all images, mean over classes that occur."""
+    import mmcv
+    import numpy as np
+    from mmseg.apis import inference_model, init_model
+    model = init_model(DEMO_CONFIG, checkpoint, device='cpu')
+    num_classes = len(model.dataset_meta['classes'])
+    intersect, union = np.zeros(num_classes), np.zeros(num_classes)
+    for image in sorted(glob.glob(osp.join(data_root, 'img_dir', 'val',
+                                           '*.png'))):
+        pred = inference_model(model, image).pred_sem_seg.data[0].numpy()
+        label = mmcv.imread(image.replace('img_dir', 'ann_dir'),
+                            flag='unchanged')
+        for c in range(num_classes):
+            intersect[c] += np.sum((pred == c) & (label == c))
+            union[c] += np.sum((pred == c) | (label == c))
+    with np.errstate(invalid='ignore'):
+        return float(np.nanmean(intersect / union) * 100)
+
+
+def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run,
+                                                            data_root):
     work_dir, proc = demo_run
     for name in ('iter_4.pth', 'iter_8.pth', 'last_checkpoint'):
         assert osp.exists(osp.join(work_dir, name)), name
@@ -49,7 +73,9 @@ def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run):
     pictures = glob.glob(
         osp.join(work_dir, '*', 'vis_data', 'vis_image', '*.png'))
     assert pictures, 'SegVisualizationHook wrote no prediction/GT pictures'
-    assert 0 <= final_miou(work_dir) <= 100
+    # The validation at iteration 8 scored the weights saved in iter_8.pth.
+    assert final_miou(work_dir) == pytest.approx(
+        miou_by_hand(osp.join(work_dir, 'iter_8.pth'), data_root), abs=0.02)
     ckpt = torch.load(osp.join(work_dir, 'iter_8.pth'), weights_only=True)
     assert ckpt['meta']['iter'] == 8 and 'rng_state' in ckpt
 
@@ -65,6 +91,38 @@ def test_test_tool_evaluates_and_paints(demo_run, data_root, tmp_path):
     painted = glob.glob(str(tmp_path / 'painted' / '**' / '*.png'),
                         recursive=True)
     assert len(painted) == 24
+
+
+def test_test_tool_tta_runs_multi_scale_flip(demo_run, data_root, tmp_path):
+    from mmengine.config import Config
+    work_dir, _ = demo_run
+    proc = run(python('tools/test.py', DEMO_CONFIG,
+                      osp.join(work_dir, 'iter_8.pth'), '--tta',
+                      '--work-dir', str(tmp_path), '--cfg-options',
+                      f'test_dataloader.dataset.data_root={data_root}',
+                      'test_dataloader.dataset.indices=2'))
+    assert 'Iter(test) [2/2]' in proc.stdout and 'mIoU' in proc.stdout
+    ran = Config.fromfile(str(tmp_path / osp.basename(DEMO_CONFIG)))
+    assert ran.model.type == 'SegTTAModel'
+    assert ran.model.module.type == 'EncoderDecoder'
+    [tta] = [t for t in ran.test_dataloader.dataset.pipeline
+             if t['type'] == 'TestTimeAug']
+    assert len(tta['transforms'][0]) == 6  # scales
+    assert len(tta['transforms'][1]) == 2  # without and with flip
+
+
+@pytest.mark.parametrize('key', ['tta_pipeline', 'tta_model'])
+def test_test_tool_tta_without_tta_config_is_a_clear_error(
+        key, demo_run, data_root, tmp_path):
+    work_dir, _ = demo_run
+    proc = run(python('tools/test.py', DEMO_CONFIG,
+                      osp.join(work_dir, 'iter_8.pth'), '--tta',
+                      '--work-dir', str(tmp_path), '--cfg-options',
+                      f'test_dataloader.dataset.data_root={data_root}',
+                      f'{key}=None'), check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert f'--tta needs {key} in the config' in proc.stderr
+    assert 'SegTTAModel' in proc.stderr
 
 
 def test_test_tool_rejects_a_checkpoint_of_another_model(tmp_path, data_root):
@@ -95,8 +153,50 @@ def test_missing_data_root_is_one_clear_error(tmp_path):
     assert 'ADEChallengeData2016.zip' in proc.stderr
 
 
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_missing_config_is_one_clear_error(tool):
+    typo = DEMO_CONFIG.replace('128x128.py', '128x12.py')
+    proc = run(python(f'tools/{tool}.py', typo,
+                      *(['ckpt.pth'] if tool == 'test' else [])),
+               check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f'tools/{tool}.py: config file {typo!r} not found (relative paths '
+        f'are relative to the working directory, {REPO}). Did you mean '
+        f'{DEMO_CONFIG}?')
+
+
+@pytest.mark.parametrize('tool,option,cls,valid', [
+    ('train', 'train_cfg.max_iter=2', 'IterBasedTrainLoop', 'max_iters'),
+    ('test', 'model.backbone.archh=s1', 'EfficientFormerV2', 'arch'),
+    ('test', 'test_cfg.fp16x=True', 'TestLoop', 'fp16'),
+])
+def test_mistyped_config_key_is_one_clear_error(tool, option, cls, valid,
+                                                demo_run, data_root,
+                                                tmp_path):
+    checkpoint = osp.join(demo_run[0], 'iter_8.pth')
+    proc = run(python(f'tools/{tool}.py', DEMO_CONFIG,
+                      *([checkpoint] if tool == 'test' else []),
+                      '--work-dir', str(tmp_path), '--cfg-options',
+                      *tiny_schedule(data_root), option), check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    key = option.split('=')[0].split('.')[-1]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'tools/{tool}.py: {cls} has no parameter '
+                           f'{key!r}: check the config and --cfg-options')
+    assert f' {valid},' in last or f' {valid}.' in last
+
+
+def train_log_dirs(work_dir: str) -> set:
+    """The per-run (timestamped) log folders in a work dir."""
+    return {d for d in glob.glob(osp.join(work_dir, '*')) if osp.isdir(d)}
+
+
 def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
                                                    tmp_path):
+    """Killed after iter_4.pth, resumed from it (not from scratch: the
+    demo run is deterministic, so only the log and the untouched iter_4.pth
+    tell the two apart), and ends equal to the uninterrupted run."""
     reference_dir, _ = demo_run
     work_dir = str(tmp_path)
     args = python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
@@ -111,13 +211,27 @@ def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
         if osp.exists(marker) and 'iter_4' in open(marker).read():
             break
         time.sleep(0.05)
+    assert proc.poll() is None, 'the run ended before it could be killed'
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # CheckpointHook writes last_checkpoint after the checkpoint itself.
+    iter_4 = osp.join(work_dir, 'iter_4.pth')
+    assert osp.exists(iter_4), 'no iter_4.pth when the run was killed'
     assert not osp.exists(osp.join(work_dir, 'iter_8.pth')), \
         'the run finished before it could be killed'
+    before = (os.stat(iter_4).st_mtime_ns, open(iter_4, 'rb').read())
+    killed_logs = train_log_dirs(work_dir)
 
     run(python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
                '--resume', '--cfg-options', *tiny_schedule(data_root)))
+    assert (os.stat(iter_4).st_mtime_ns, open(iter_4, 'rb').read()) == \
+        before, 'iter_4.pth was rewritten: training restarted from scratch'
+    [resumed_log_dir] = train_log_dirs(work_dir) - killed_logs
+    log = open(glob.glob(osp.join(resumed_log_dir, '*.log'))[0]).read()
+    assert 'resumed epoch: 0, iter: 4' in log
+    first_train_line = next(line for line in log.splitlines()
+                            if 'Iter(train) [' in line)
+    assert 'Iter(train) [5/8]' in first_train_line, first_train_line
     resumed = torch.load(osp.join(work_dir, 'iter_8.pth'), weights_only=True)
     reference = torch.load(osp.join(reference_dir, 'iter_8.pth'),
                            weights_only=True)
@@ -143,6 +257,8 @@ def test_resume_from_a_truncated_checkpoint_is_a_clear_error(
 
 
 def test_two_process_ddp_on_cpu(data_root, tmp_path):
+    """Both ranks train inside MMDistributedDataParallel on disjoint samples
+    and end with the same weights (gradients averaged over ranks)."""
     work_dir, probe = tmp_path / 'work', tmp_path / 'probe'
     probe.mkdir()
     config = tmp_path / 'ddp_probe.py'
@@ -155,6 +271,12 @@ def test_two_process_ddp_on_cpu(data_root, tmp_path):
         env=dict(CGRSEG_PROBE_DIR=str(probe), PYTHON=sys.executable,
                  PYTHONPATH=str(REPO / 'tests'),
                  PORT=str(29500 + os.getpid() % 1000)))
+    seen = [json.loads((probe / f'rank{r}.json').read_text())
+            for r in (0, 1)]
+    assert [s['wrapper'] for s in seen] == ['MMDistributedDataParallel'] * 2
+    # 4 iterations of batch 2 each, from one shuffled epoch split by rank.
+    assert [len(s['samples']) for s in seen] == [8, 8]
+    assert not set(seen[0]['samples']) & set(seen[1]['samples']), seen
     rank0 = torch.load(probe / 'rank0.pt', weights_only=True)
     rank1 = torch.load(probe / 'rank1.pt', weights_only=True)
     for key, value in rank0.items():
@@ -165,6 +287,47 @@ def test_two_process_ddp_on_cpu(data_root, tmp_path):
     assert [osp.basename(c) for c in checkpoints] == ['iter_4.pth']
     logs = glob.glob(str(work_dir / '*' / '*.log'))
     assert len(logs) == 1, logs
+
+
+@pytest.mark.parametrize('script,min_args', [
+    ('dist_train.sh', 2), ('dist_test.sh', 3), ('slurm_train.sh', 3),
+    ('slurm_test.sh', 4)])
+def test_launch_scripts_print_their_usage(script, min_args):
+    proc = run(['bash', f'tools/{script}', '--help'])
+    assert proc.stdout.startswith('usage: ') and script in proc.stdout
+    proc = run(['bash', f'tools/{script}', *['x'] * (min_args - 1)],
+               check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith('usage: ') and script in proc.stderr
+    assert proc.stdout == '' and proc.stderr.count('\n') == 1
+
+
+def test_dist_scripts_find_the_repository_venv(tmp_path):
+    """$PYTHON if set, else <repo>/.venv/bin/python, else python on PATH
+    (here a stub without torch)."""
+    repo = tmp_path / 'repo'
+    (repo / 'tools').mkdir(parents=True)
+    for name in ('dist_test.sh', 'find_python.sh', 'test.py'):
+        shutil.copy(REPO / 'tools' / name, repo / 'tools' / name)
+    venv_python = repo / '.venv' / 'bin' / 'python'
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    stub = tmp_path / 'stub' / 'python'
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\necho "python on PATH"; exit 3\n')
+    for path in (venv_python, stub):
+        path.chmod(0o755)
+    args = ['bash', str(repo / 'tools' / 'dist_test.sh'), DEMO_CONFIG,
+            'ckpt.pth', '1', '--help']
+    env = dict(PATH=f'{stub.parent}:{os.environ["PATH"]}', PYTHON='',
+               PORT=str(29500 + (os.getpid() + 1) % 1000))
+    proc = run(args, env=env)  # torchrun runs tools/test.py --help
+    assert 'Test a segmentor' in proc.stdout
+    proc = run(args, env=dict(env, PYTHON=str(stub)), check=False)
+    assert proc.returncode == 3 and 'python on PATH' in proc.stdout
+    shutil.rmtree(repo / '.venv')
+    proc = run(args, env=env, check=False)
+    assert proc.returncode == 3 and 'python on PATH' in proc.stdout
 
 
 def test_inference_apis_and_demo_script(demo_run, data_root, tmp_path):

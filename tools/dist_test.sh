@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Distributed testing on one node with torchrun:
 #   bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [tools/test.py options]
+# NNODES, NODE_RANK, MASTER_ADDR and PORT select a multi-node run; PYTHON
+# the interpreter (default: the repository's .venv/bin/python if it
+# exists, else python on PATH).
+source "$(dirname "$0")/find_python.sh"
+check_usage 3 'bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [tools/test.py options]' "$@"
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
@@ -9,7 +14,6 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
-PYTHON=${PYTHON:-python}
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

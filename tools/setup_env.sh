@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or updates) .venv in the repository with the CPU stack:
 # torch 2.13.0 (CPU wheel), mmcv 2.1.0 with its compiled ops (built from the
-# sdist once, ~10 min on 2 cores; pip caches the wheel), mmengine,
+# sdist once, 10-25 min on 2 cores; pip caches the wheel), mmengine,
 # mmsegmentation 1.2.2, mmpretrain and this package (editable) with its test
 # and deployment (ONNX, ONNX Runtime) dependencies and openmim. Idempotent:
 # a second run installs nothing new.

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Testing on a Slurm cluster:
-#   GPUS=4 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py options]
+#   GPUS=4 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [tools/test.py options]
+# PYTHON: the interpreter (default: the repository's .venv/bin/python if
+# it exists, else python on PATH).
+source "$(dirname "$0")/find_python.sh"
+check_usage 4 'GPUS=4 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [tools/test.py options]' "$@"
 set -x
 PARTITION=$1
 JOB_NAME=$2
@@ -12,7 +16,6 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PY_ARGS=${@:5}
 
-PYTHON=${PYTHON:-python}
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 srun -p "${PARTITION}" \
     --job-name="${JOB_NAME}" \

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Training on a Slurm cluster:
-#   GPUS=8 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py options]
+#   GPUS=8 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [tools/train.py options]
+# PYTHON: the interpreter (default: the repository's .venv/bin/python if
+# it exists, else python on PATH).
+source "$(dirname "$0")/find_python.sh"
+check_usage 3 'GPUS=8 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [tools/train.py options]' "$@"
 set -x
 PARTITION=$1
 JOB_NAME=$2
@@ -11,7 +15,6 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PY_ARGS=${@:4}
 
-PYTHON=${PYTHON:-python}
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 srun -p "${PARTITION}" \
     --job-name="${JOB_NAME}" \

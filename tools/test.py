@@ -4,9 +4,10 @@
         [--show-dir DIR] [--show] [--wait-time S] [--tta]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
 
-The checkpoint is checked against the model first (strictly: every missing,
-unexpected or mis-shaped key is listed), so a checkpoint of another model
-fails with an explanation instead of evaluating partly random weights.
+The checkpoint is checked against the model first (strictly: missing,
+unexpected and mis-shaped keys are counted and the first 8 of each named), so
+a checkpoint of another model fails with an explanation instead of evaluating
+partly random weights.
 """
 import argparse
 import os
@@ -17,8 +18,9 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 from cgrseg.datasets import check_data_roots
-from cgrseg.engine.launch import (build_runner, configure_sync_bn,
-                                  init_cpu_distributed, load_tool_config)
+from cgrseg.engine.launch import (build_runner, config_key_errors,
+                                  configure_sync_bn, init_cpu_distributed,
+                                  load_tool_config)
 from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
 
 
@@ -80,20 +82,40 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
         visualizer.vis_backends = [dict(type='LocalVisBackend')]
 
 
+def enable_tta(cfg: Config, config: str) -> None:
+    """``--tta``: the config's ``tta_pipeline`` for the test set and its
+    ``tta_model`` around the model."""
+    missing = [key for key in ('tta_pipeline', 'tta_model')
+               if not cfg.get(key)]
+    if missing:
+        raise SystemExit(
+            f'tools/test.py: --tta needs {" and ".join(missing)} in the '
+            f"config, and {config} has none. Add mmseg's multi-scale + flip "
+            "test to the config: tta_model = dict(type='SegTTAModel') (as in "
+            'mmseg::_base_/default_runtime.py) and the tta_pipeline of '
+            'mmseg::_base_/datasets/ade20k.py (TestTimeAug over '
+            'Resize(scale_factor=0.5 ... 1.75) and RandomFlip).')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
 def main() -> None:
     args = parse_args()
-    cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
-                           args.work_dir)
+    try:
+        cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
+                               args.work_dir)
+    except FileNotFoundError as err:
+        raise SystemExit(f'tools/test.py: {err}') from None
     configure_sync_bn(cfg)
     init_cpu_distributed(cfg)
-    check_checkpoint_fits(cfg, args.checkpoint)
+    with config_key_errors('tools/test.py'):
+        check_checkpoint_fits(cfg, args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.tta:
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
+        enable_tta(cfg, args.config)
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
@@ -101,8 +123,9 @@ def main() -> None:
         check_data_roots(cfg, splits=('test', ))
     except FileNotFoundError as err:
         raise SystemExit(f'tools/test.py: {err}') from None
-    runner = build_runner(cfg)
-    runner.test()
+    with config_key_errors('tools/test.py'):
+        runner = build_runner(cfg)
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -3,7 +3,9 @@
 mmseg's ``tools/train.py`` plus what CGRSeg users need: ``--amp`` picks
 fp16 ``AmpOptimWrapper`` on CUDA and bfloat16 ``CPUAmpOptimWrapper`` on CPU;
 SyncBN becomes BN where it cannot run (no CUDA); ``--resume`` checks the
-checkpoint it resumes from; missing datasets are reported up front.
+checkpoint it resumes from; missing datasets are reported up front; a
+missing config file and a config key that its class does not take end in
+one line, not a traceback.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
@@ -15,8 +17,9 @@ from mmengine.config import DictAction
 
 from cgrseg.datasets import check_data_roots
 from cgrseg.engine.launch import (build_runner, check_resume_checkpoint,
-                                  configure_amp, configure_sync_bn,
-                                  init_cpu_distributed, load_tool_config)
+                                  config_key_errors, configure_amp,
+                                  configure_sync_bn, init_cpu_distributed,
+                                  load_tool_config)
 from cgrseg.models.utils import CheckpointError
 
 
@@ -51,9 +54,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
-                           args.work_dir)
     try:
+        cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
+                               args.work_dir)
         configure_amp(cfg, enable=args.amp)
         configure_sync_bn(cfg)
         init_cpu_distributed(cfg)
@@ -64,8 +67,9 @@ def main() -> None:
         check_data_roots(cfg, splits=('train', 'val'))
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f'tools/train.py: {err}') from None
-    runner = build_runner(cfg)
-    runner.train()
+    with config_key_errors('tools/train.py'):
+        runner = build_runner(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -3,10 +3,8 @@
 # and schedule are exactly those of the CGRSeg-T demo config (same seed), so
 # the two runs differ by the distillation losses only. Train the teacher
 # first:
-#   python tools/train.py configs/distill/teachers/\
-#       cgrseg_efficientformerv2-l_1xb8-adamw-600iter_shapes-128x128.py
-#   python tools/train.py configs/distill/\
-#       kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py
+#   python tools/train.py configs/distill/teachers/cgrseg_efficientformerv2-l_1xb8-adamw-600iter_shapes-128x128.py
+#   python tools/train.py configs/distill/kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py
 _base_ = ('../cgrseg/'
           'cgrseg_efficientformerv2-s1_1xb8-adamw-300iter_shapes-128x128.py')
 teacher_name = 'cgrseg_efficientformerv2-l_1xb8-adamw-600iter_shapes-128x128'

@@ -3,10 +3,8 @@
 # the CPU stand-in for kd_upernet-convnext-b-to-cgrseg-t (ADE20K), whose
 # ConvNeXt teacher needs mmpretrain. Student, data, schedule and seed are
 # those of the CGRSeg-T demo config. Train the teacher first:
-#   python tools/train.py configs/distill/teachers/\
-#       upernet_r18_1xb8-adamw-1500iter_shapes-128x128.py
-#   python tools/train.py configs/distill/\
-#       kd_upernet-r18-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py
+#   python tools/train.py configs/distill/teachers/upernet_r18_1xb8-adamw-1500iter_shapes-128x128.py
+#   python tools/train.py configs/distill/kd_upernet-r18-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py
 _base_ = ('../cgrseg/'
           'cgrseg_efficientformerv2-s1_1xb8-adamw-300iter_shapes-128x128.py')
 teacher_name = 'upernet_r18_1xb8-adamw-1500iter_shapes-128x128'

@@ -1,8 +1,14 @@
 """Config adjustments the training and test tools make before building the
-Runner: precision, SyncBN availability, and the checkpoint to resume from."""
+Runner: precision, SyncBN availability, and the checkpoint to resume from;
+and bad command lines (a missing config, a mistyped config key) reported in
+one line."""
+import difflib
 import glob
+import inspect
 import os.path as osp
-from typing import Optional
+import re
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from mmengine.config import Config
@@ -19,6 +25,7 @@ def load_tool_config(config: str, launcher: str,
     """The config as the train/test tools run it: ``--cfg-options`` merged,
     the launcher set, and the work dir from ``--work-dir``, else the
     config's, else ``./work_dirs/<config name>``."""
+    check_config_path(config)
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options is not None:
@@ -29,6 +36,63 @@ def load_tool_config(config: str, launcher: str,
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+def check_config_path(config: str) -> None:
+    """FileNotFoundError naming a missing config file and the closest
+    config in its folder."""
+    if osp.isfile(config):
+        return
+    folder = osp.dirname(config) or '.'
+    names = [osp.basename(p) for p in glob.glob(osp.join(folder, '*.py'))]
+    close = difflib.get_close_matches(osp.basename(config), names, n=1,
+                                      cutoff=0.6)
+    hint = f' Did you mean {osp.join(osp.dirname(config), close[0])}?' \
+        if close else ''
+    raise FileNotFoundError(
+        f'config file {config!r} not found (relative paths are relative to '
+        f'the working directory, {osp.abspath(".")}).{hint}')
+
+
+_UNEXPECTED_KEYWORD = re.compile(
+    r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def unexpected_keyword_message(err: TypeError) -> Optional[str]:
+    """For a TypeError from building a config entry (MMEngine's registry
+    calls ``obj_cls(**args)``) with a keyword its class does not take, e.g.
+    a mistyped key: the class, the key and the parameters it takes. None
+    for any other TypeError."""
+    match = _UNEXPECTED_KEYWORD.search(str(err))
+    if match is None:
+        return None
+    name, key = match.groups()
+    tb = err.__traceback__
+    while tb is not None:
+        cls = tb.tb_frame.f_locals.get('obj_cls')
+        if inspect.isclass(cls) and cls.__name__ == name:
+            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                     inspect.Parameter.KEYWORD_ONLY)
+            params = [p.name for p in inspect.signature(
+                cls).parameters.values() if p.kind in kinds]
+            return (f'{name} has no parameter {key!r}: check the config and '
+                    f'--cfg-options for a mistyped key. {name} takes: '
+                    f'{", ".join(params)}.')
+        tb = tb.tb_next
+    return None
+
+
+@contextmanager
+def config_key_errors(tool: str) -> Iterator[None]:
+    """Turns a config key that a class does not take into one line
+    ``'<tool>: ...'`` (SystemExit) instead of a traceback."""
+    try:
+        yield
+    except TypeError as err:
+        message = unexpected_keyword_message(err)
+        if message is None:
+            raise
+        raise SystemExit(f'{tool}: {message}') from None
 
 
 def build_runner(cfg: Config) -> Runner:

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import yaml
 from mmengine.config import Config
 from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.model import revert_sync_batchnorm
@@ -109,6 +110,22 @@ def _config_path(config: str) -> str:
     return path
 
 
+def published_weights(config: str) -> Optional[str]:
+    """The checkpoint URL that the package publishes for a
+    ``'<package>::<path>'`` config (the ``Weights`` of its entry in the
+    ``metafile.yaml`` next to it), or None."""
+    if '::' not in config:
+        return None
+    metafile = osp.join(osp.dirname(_config_path(config)), 'metafile.yaml')
+    if not osp.isfile(metafile):
+        return None
+    with open(metafile) as f:
+        models = yaml.safe_load(f).get('Models', [])
+    name = osp.basename(config)
+    return next((model.get('Weights') for model in models
+                 if osp.basename(model.get('Config', '')) == name), None)
+
+
 def build_teacher_model(config: str) -> EncoderDecoder:
     """The teacher model of a config (``model.teacher.config``), with the
     weights it is built with: its ``custom_imports`` are imported, SyncBN
@@ -152,11 +169,16 @@ def build_teacher(teacher: ConfigType) -> EncoderDecoder:
                          'checkpoint of the trained teacher.')
     _config_path(config)
     if not osp.isfile(checkpoint):
+        url = published_weights(config)
+        if url:
+            get = (f'Download the published teacher checkpoint {url} to '
+                   f'{checkpoint}')
+        else:
+            get = f'Train the teacher first (python tools/train.py {config})'
         raise FileNotFoundError(
             f'model.teacher.checkpoint: teacher checkpoint {checkpoint!r} '
-            f'not found. Train the teacher first (python tools/train.py '
-            f'{config}) or download it, then set '
-            f'model.teacher.checkpoint=PATH (e.g. with --cfg-options).')
+            f'not found. {get}, or set model.teacher.checkpoint=PATH (e.g. '
+            f'with --cfg-options).')
     model = build_teacher_model(config)
     try:
         load_segmentor_checkpoint(model, checkpoint)

@@ -169,8 +169,9 @@ def load_segmentor_checkpoint(model: nn.Module, path: str) -> dict:
     """Load a segmentor checkpoint (0.x or 1.x) strictly.
 
     Raises:
-        CheckpointError: listing every missing, unexpected or mis-shaped key,
-            what the file looks like and what to do instead.
+        CheckpointError: counting the missing, unexpected and mis-shaped
+            keys (naming the first 8 of each), saying what the file looks
+            like and what to do instead.
 
     Returns:
         the checkpoint dict (e.g. for its ``meta``).

@@ -1,0 +1,76 @@
+"""The documentation's references to the code exist, and its commands name
+files that exist once pasted into bash (from the repository root)."""
+import glob
+import os
+import re
+import shlex
+from typing import Iterator
+
+import pytest
+
+from e2e import REPO
+
+DOCS = [REPO / 'README.md', REPO / 'configs' / 'cgrseg' / 'README.md',
+        *sorted((REPO / 'docs').glob('*.md'))]
+CONFIGS = sorted((REPO / 'configs').glob('**/*.py'))
+
+
+def test_tests_named_in_the_docs_exist():
+    defined = set()
+    for path in (REPO / 'tests').glob('test_*.py'):
+        defined |= set(re.findall(r'^def (test_\w+)', path.read_text(),
+                                  re.M))
+    named = {(path.name, name) for path in DOCS
+             for name in re.findall(r'`(?:tests/\w+\.py::)?(test_\w+)`',
+                                    path.read_text())}
+    assert named, 'no test names found: the pattern is out of date'
+    assert not {(doc, name) for doc, name in named if name not in defined}
+
+
+def shell_commands(text: str) -> Iterator[str]:
+    """The python/bash/mim commands of a text as bash reads them: a
+    backslash at the end of a line joins the next line (whose indentation
+    then separates words)."""
+    for line in text.replace('\\\n', '').splitlines():
+        line = line.split(' #')[0].strip()
+        if re.match(r'(\w+=\S+ )*(python|bash|mim) ', line):
+            yield line
+
+
+def documented_commands() -> Iterator[tuple]:
+    for path in DOCS:
+        for block in re.findall(r'```bash\n(.*?)```', path.read_text(),
+                                re.S):
+            for command in shell_commands(block):
+                yield path.relative_to(REPO), command
+    for path in CONFIGS:
+        header = []
+        for line in path.read_text().splitlines():
+            if not line.startswith('#'):
+                break
+            header.append(line[1:])
+        for command in shell_commands('\n'.join(header)):
+            yield path.relative_to(REPO), command
+
+
+def test_documented_commands_are_found():
+    commands = [command for _, command in documented_commands()]
+    assert 'python tools/train.py configs/distill/kd_cgrseg-l-to-cgrseg-t_' \
+        '1xb8-adamw-300iter_shapes-128x128.py' in commands
+    assert len(commands) > 40
+
+
+@pytest.mark.parametrize('source,command', list(documented_commands()),
+                         ids=lambda value: str(value)[:60])
+def test_documented_command_names_existing_files(source, command):
+    """Every script or config a command names (a word under configs/,
+    tools/ or demo/, or a lower-case *.py word) is a file; placeholders
+    are upper case, optional words in [brackets]."""
+    for word in shlex.split(command):
+        local = word.startswith(('configs/', 'tools/', 'demo/'))
+        if command.startswith('mim ') and not local or word[0] == '[':
+            continue  # mim finds configs by name
+        if local or (word.endswith('.py') and word.islower()):
+            files = glob.glob(str(REPO / word))
+            assert files and all(os.path.isfile(f) for f in files), \
+                f'{source}: {word!r} in `{command}` is not a file'
