@@ -40,8 +40,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def load_model(path: str, threads: int) -> Tuple[ort.InferenceSession,
-                                                  Dict[str, object]]:
+def load_model(path: str,
+               threads: int) -> Tuple[ort.InferenceSession, Dict[str, object]]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     try:

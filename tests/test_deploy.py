@@ -12,7 +12,7 @@ from e2e import DEMO_CONFIG, REPO, python, run
 from reference import rule_tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cgrseg.deploy import DeploySegmentor, resize_argmax
+from cgrseg.deploy import DeploySegmentor, resize_argmax, upsample_argmax
 from cgrseg.deploy.loading import init_segmentor
 from cgrseg.models.layers.fusion import adaptive_avg_pool2d
 
@@ -169,10 +169,31 @@ def test_resize_argmax_equals_full_resize_then_argmax(chunk):
     assert torch.equal(got, expected)
 
 
-def test_resize_argmax_keeps_the_first_class_on_ties():
+@pytest.mark.parametrize('factor', [8, 4, 3])
+@pytest.mark.parametrize('smooth', [False, True])
+def test_upsample_argmax_equals_full_resize_then_argmax(factor, smooth):
+    gen = torch.Generator().manual_seed(factor)
+    logits = torch.randn(2, 150, 13, 9, generator=gen)
+    if smooth:  # regions with boundaries, as a trained model predicts
+        logits = F.interpolate(
+            3 * torch.randn(2, 150, 3, 3, generator=gen), size=(13, 9),
+            mode='bilinear')
+    size = (13 * factor, 9 * factor)
+    crop_size = (size[0] - 5, size[1] - 2)
+    full = F.interpolate(logits, size=size, mode='bilinear')
+    expected = full[..., :crop_size[0], :crop_size[1]].argmax(dim=1)
+    got = upsample_argmax(logits, factor, crop_size)
+    assert got.dtype == torch.int64
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize('labels_of', [resize_argmax, upsample_argmax])
+def test_labels_keep_the_first_class_on_ties(labels_of):
     logits = torch.zeros(1, 10, 4, 4)
     logits[:, 3] = logits[:, 7] = 1.0
-    assert (resize_argmax(logits, (8, 8), (8, 8), 4) == 3).all()
+    args = ((8, 8), (8, 8), 4) if labels_of is resize_argmax else (2,
+                                                                   (8, 8))
+    assert (labels_of(logits, *args) == 3).all()
 
 
 class LargestTensor(TorchDispatchMode):
@@ -190,18 +211,32 @@ class LargestTensor(TorchDispatchMode):
         return out
 
 
-def test_labels_only_never_holds_full_resolution_logits():
-    segmentor = init_segmentor(
-        str(REPO / 'configs' / 'cgrseg' /
-            'cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512.py'))
-    size = (256, 192)
-    full = 150 * size[0] * size[1]
-    for outputs, expect_full in ((('labels', ), False), (('logits', ),
-                                                          True)):
-        model = DeploySegmentor(segmentor, outputs, classes_per_chunk=16)
+@pytest.mark.parametrize('config, classes, path', [
+    ('cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512.py', 150, 8),
+    ('cgrseg_efficientformerv2-s1_4xb4-adamw-40k_coco-stuff10k-512x512.py',
+     171, None),
+])
+def test_labels_only_never_holds_full_resolution_logits(config, classes,
+                                                        path):
+    segmentor = init_segmentor(str(REPO / 'configs' / 'cgrseg' / config))
+    size = (256, 200)
+    full = classes * size[0] * size[1]
+    largest = {}
+    for outputs in (('labels', ), ('logits', )):
+        model = DeploySegmentor(segmentor, outputs)
+        assert model.label_upsampling == path  # cell-wise, else chunked
         with torch.no_grad(), LargestTensor() as probe:
             model(images(*size))
-        assert (probe.numel >= full) == expect_full, outputs
+        largest[outputs[0]] = probe.numel
+    assert largest['logits'] >= full
+    assert largest['labels'] < full / 3
+
+
+def test_upsample_argmax_memory_is_bounded_when_every_cell_is_mixed():
+    logits = torch.randn(1, 150, 32, 24)  # noise: labels change everywhere
+    with LargestTensor() as probe:
+        upsample_argmax(logits, 8, (256, 192))
+    assert probe.numel < 150 * 256 * 192 / 3
 
 
 def test_deploy_segmentor_rejects_slide_inference(demo_segmentor):
@@ -243,7 +278,8 @@ def exported(tmp_path_factory, demo_checkpoint):
 
 def test_export_checks_parity_at_several_sizes(exported):
     _, logs = exported
-    lines = [l for l in logs['dynamic'].splitlines() if 'ONNX Runtime' in l]
+    lines = [line for line in logs['dynamic'].splitlines()
+             if 'ONNX Runtime' in line]
     assert len(lines) == 3, logs['dynamic']
     for line in lines:
         assert 'logits_rel_err' in line and 'label_agreement 1' in line

@@ -129,8 +129,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             palette=[list(c) for c in segmentor.dataset_meta.get(
                 'palette') or []],
             config=osp.basename(args.config))
-        print(f'exporting {args.config} with {args.checkpoint} '
-              f'({"dynamic size" if args.dynamic_shape else "%dx%d" % tuple(args.shape)}, '
+        size = 'dynamic size' if args.dynamic_shape else '%dx%d' % tuple(
+            args.shape)
+        print(f'exporting {args.config} with {args.checkpoint} ({size}, '
               f'outputs: {", ".join(model.outputs)}) ...')
         export_onnx(model, args.out, tuple(args.shape), args.dynamic_shape,
                     args.opset, meta)

@@ -33,9 +33,9 @@ def init_segmentor(config: str,
     listing the keys) and ``dataset_meta`` set.
 
     ``config`` is a file or ``'<package>::<path>'`` (a config of an
-    installed OpenMMLab package). A distillation config gives its student, which is what its checkpoints
-    hold. Without a checkpoint the weights are random (for speed or export
-    checks only).
+    installed OpenMMLab package). A distillation config gives its student,
+    which is what its checkpoints hold. Without a checkpoint the weights are
+    random (for speed or export checks only).
     """
     # 'mmseg::segnext/...' names a config shipped with an installed package.
     cfg = get_config(config) if '::' in config else Config.fromfile(config)

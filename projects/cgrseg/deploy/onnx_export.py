@@ -41,16 +41,19 @@ def require(package: str) -> ModuleType:
 @contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Hide the exporter's notices about its own internals: torchvision ops
-    it cannot register (the segmentors use none) and pytree deprecations."""
-    logger = logging.getLogger('torch.onnx')
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    it cannot register (the segmentors use none), pytree deprecations and
+    the graph optimizer's constant-folding remarks."""
+    loggers = [logging.getLogger(n) for n in ('torch.onnx', 'onnxscript')]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=FutureWarning)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def export_onnx(model: DeploySegmentor,

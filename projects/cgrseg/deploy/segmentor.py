@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.models import EncoderDecoder
 
-from .labels import crop, resize_argmax
+from .labels import crop, resize_argmax, upsample_argmax
 
 OUTPUTS = ('logits', 'labels')
 
@@ -29,13 +29,15 @@ class DeploySegmentor(nn.Module):
     Outputs (in this order, as chosen by ``outputs``):
         logits: (N, num_classes, H, W) float32.
         labels: (N, H, W) int64, the argmax over classes; when ``logits``
-            are not asked for, computed without materialising them
-            (:func:`resize_argmax`).
+            are not asked for, computed without materialising them: by
+            :func:`upsample_argmax` where the padding makes the resize an
+            integer upsampling (the CGRSeg configs pad to multiples of 32),
+            else by :func:`resize_argmax`.
 
     Args:
         segmentor: an mmseg ``EncoderDecoder`` in eval mode ('whole' test).
         outputs: any of ``'logits'``, ``'labels'``.
-        classes_per_chunk: chunk size of the labels-only argmax.
+        classes_per_chunk: chunk size of :func:`resize_argmax`.
     """
 
     def __init__(self,
@@ -71,6 +73,27 @@ class DeploySegmentor(nn.Module):
         self.pad_size: Optional[Tuple[int, int]] = test_cfg.get('size')
         self.size_divisor: Optional[int] = test_cfg.get('size_divisor')
         self.align_corners = segmentor.decode_head.align_corners
+        self.label_upsampling = self._integer_upsampling()
+
+    def _integer_upsampling(self) -> Optional[int]:
+        """The factor by which the logits are resized to the padded input,
+        when it is the same integer for every input size (the padding makes
+        the size a multiple of the network's output stride), else None.
+        Measured with one small forward pass."""
+        if self.align_corners or self.size_divisor is None:
+            return None
+        side = 4 * self.size_divisor
+        with torch.no_grad():
+            probe = self.network(self.mean.new_zeros(1, 3, side, side))
+        stride = side // probe.shape[-1]
+        if stride * probe.shape[-1] != side or self.size_divisor % stride:
+            return None
+        return stride
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone (+ neck) and head: (N, 3, H, W) → low-resolution
+        logits."""
+        return self.segmentor.decode_head(self.segmentor.extract_feat(x))
 
     def padding(self, height, width) -> Tuple[int, int]:
         """Bottom and right padding the data preprocessor adds to an
@@ -90,7 +113,7 @@ class DeploySegmentor(nn.Module):
         bottom, right = self.padding(height, width)
         x = F.pad(x, (0, right, 0, bottom), value=self.pad_val)
         padded = (height + bottom, width + right)
-        low_res = self.segmentor.decode_head(self.segmentor.extract_feat(x))
+        low_res = self.network(x)
         result = {}
         if 'logits' in self.outputs:
             logits = F.interpolate(
@@ -99,6 +122,9 @@ class DeploySegmentor(nn.Module):
             result['logits'] = crop(logits, (height, width))
             if 'labels' in self.outputs:
                 result['labels'] = result['logits'].argmax(dim=1)
+        elif self.label_upsampling is not None:
+            result['labels'] = upsample_argmax(
+                low_res, self.label_upsampling, (height, width))
         else:
             result['labels'] = resize_argmax(
                 low_res, padded, (height, width), self.classes_per_chunk,

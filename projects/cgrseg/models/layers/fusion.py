@@ -20,7 +20,8 @@ def _pooling_matrix(in_size: int, out_size: int,
     return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
 
 
-def adaptive_avg_pool2d(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def adaptive_avg_pool2d(x: torch.Tensor,
+                        size: Tuple[int, int]) -> torch.Tensor:
     """``F.adaptive_avg_pool2d`` that also traces with symbolic sizes.
 
     ONNX has no adaptive pooling, and exporters lower it to a fixed kernel
