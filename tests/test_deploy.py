@@ -352,7 +352,7 @@ def test_quantize_needs_calibration_images(demo_checkpoint):
 def test_int8_file_agrees_with_fp32_on_most_pixels(exported, tmp_path):
     import cv2
 
-    from cgrseg.deploy.onnx_export import onnx_session
+    from cgrseg.deploy.onnx_export import onnx_metadata, onnx_session
     from cgrseg.deploy.quantize import quantize_int8
     files, _ = exported
     rng = np.random.default_rng(0)
@@ -365,7 +365,9 @@ def test_int8_file_agrees_with_fp32_on_most_pixels(exported, tmp_path):
     x = {'images': cv2.imread(str(tmp_path / '0.png')).transpose(
         2, 0, 1)[None].astype(np.float32)}
     fp32 = onnx_session(files['static']).run(None, x)[0]
-    int8 = onnx_session(out).run(None, x)[0]
+    session = onnx_session(out)
+    int8 = session.run(None, x)[0]
+    assert onnx_metadata(session)['classes'][1] == 'disc'  # JSON kept
     assert osp.getsize(out) < osp.getsize(files['static']) / 2
     assert (fp32 == int8).mean() > 0.8
 
@@ -412,3 +414,26 @@ def test_onnx_demo_errors(exported, tmp_path):
     run(python(ONNX_DEMO, 'demo/demo.png', files['static'], '--resize',
                '--out-file', out))
     assert osp.isfile(out)
+
+
+def test_onnx_miou_scores_the_model_against_label_maps(exported, tmp_path):
+    import cv2
+
+    from cgrseg.deploy.onnx_export import onnx_session
+    files, _ = exported
+    session = onnx_session(files['dynamic'])
+    for folder in ('img', 'ann'):
+        (tmp_path / folder).mkdir()
+    for i in range(2):
+        image = images(100, 76, seed=i)[0].permute(1, 2, 0).byte().numpy()
+        cv2.imwrite(str(tmp_path / 'img' / f'{i}.png'), image)
+        labels = session.run(['labels'], {
+            'images': image.transpose(2, 0, 1)[None].astype(np.float32)
+        })[0][0]
+        if i == 1:  # pixels labelled 255 are ignored, not counted wrong
+            labels[labels == labels.max()] = 255
+        cv2.imwrite(str(tmp_path / 'ann' / f'{i}.png'),
+                    labels.astype(np.uint8))
+    proc = run(python('tools/deployment/onnx_miou.py', files['dynamic'],
+                      str(tmp_path / 'img'), str(tmp_path / 'ann')))
+    assert '2 images, mIoU 100.00, aAcc 100.00' in proc.stdout

@@ -76,4 +76,18 @@ def quantize_int8(model_path: str,
                 weight_type=quantization.QuantType.QInt8)
     finally:
         root.setLevel(level)
+    _keep_json_metadata(out_path)
     return len(batches)
+
+
+def _keep_json_metadata(path: str) -> None:
+    """Drop the quantizer's own metadata entries (plain strings), so that
+    every entry is JSON, as :func:`export_onnx` wrote them."""
+    onnx = require('onnx')
+    model = onnx.load(path)
+    entries = [(p.key, p.value) for p in model.metadata_props]
+    del model.metadata_props[:]
+    for key, value in entries:
+        if not key.startswith('onnx.'):
+            model.metadata_props.add(key=key, value=value)
+    onnx.save(model, path)
