@@ -1,6 +1,7 @@
 """The documentation's references to the code exist, and its commands name
 files that exist once pasted into bash (from the repository root)."""
 import glob
+import importlib
 import os
 import re
 import shlex
@@ -65,8 +66,15 @@ def test_documented_commands_are_found():
 def test_documented_command_names_existing_files(source, command):
     """Every script or config a command names (a word under configs/,
     tools/ or demo/, or a lower-case *.py word) is a file; placeholders
-    are upper case, optional words in [brackets]."""
+    are upper case, optional words in [brackets]; ``package::path`` names
+    a config of an installed package."""
     for word in shlex.split(command):
+        if '::' in word:  # a config shipped with an installed package
+            package, relative = word.split('::', 1)
+            root = os.path.dirname(importlib.import_module(package).__file__)
+            path = os.path.join(root, '.mim', 'configs', relative)
+            assert os.path.isfile(path), f'{source}: {word!r} not found'
+            continue
         local = word.startswith(('configs/', 'tools/', 'demo/'))
         if command.startswith('mim ') and not local or word[0] == '[':
             continue  # mim finds configs by name
