@@ -39,6 +39,7 @@ from mmseg.utils import ConfigType, OptConfigType
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..utils.pretrained import load_pretrained_backbone
+from ..utils.tracing import has_symbolic_size
 
 # Per size: stage widths, stage depths, the MLP expansion ratio of every
 # block, how many trailing blocks of stages 2 and 3 use attention, and the
@@ -135,9 +136,8 @@ class AttentionBiasMixin:
         bias = self.attention_biases_seg[:, self.attention_bias_idxs_seg]
         # A graph traced with symbolic sizes must keep the resize for every
         # size; at the table's own size bicubic resizing is the identity.
-        symbolic = isinstance(num_queries, torch.SymInt) or isinstance(
-            num_keys, torch.SymInt)
-        if symbolic or bias.shape[-2:] != (num_queries, num_keys):
+        if has_symbolic_size(num_queries, num_keys) or bias.shape[-2:] != (
+                num_queries, num_keys):
             bias = F.interpolate(
                 bias.unsqueeze(0), size=(num_queries, num_keys),
                 mode='bicubic')

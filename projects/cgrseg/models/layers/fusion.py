@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmseg.utils import ConfigType
 
+from ..utils.tracing import has_symbolic_size
+
 
 def _pooling_matrix(in_size: int, out_size: int,
                     like: torch.Tensor) -> torch.Tensor:
@@ -29,8 +31,7 @@ def adaptive_avg_pool2d(x: torch.Tensor,
     averaged by two matrix products instead (equal up to float rounding);
     eager and fixed-size graphs use the PyTorch kernel.
     """
-    sizes = (*x.shape[-2:], *size)
-    if not any(isinstance(s, torch.SymInt) for s in sizes):
+    if not has_symbolic_size(*x.shape[-2:], *size):
         return F.adaptive_avg_pool2d(x, size)
     rows = _pooling_matrix(x.shape[-2], size[0], x)
     cols = _pooling_matrix(x.shape[-1], size[1], x)
