@@ -80,6 +80,20 @@ def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run,
     assert ckpt['meta']['iter'] == 8 and 'rng_state' in ckpt
 
 
+def test_train_console_shows_progress_not_internals(demo_run):
+    """The console has the optimizer's groups in a few lines, not a line per
+    parameter, and no warnings about the libraries' internals."""
+    _, proc = demo_run
+    console = proc.stdout + proc.stderr
+    assert 'paramwise_options' not in console
+    assert 'AdamW parameter groups' in console
+    assert 'lr=0.02 weight_decay=0.01' in console  # the head's lr x10
+    warnings = [line for line in console.splitlines()
+                if 'WARNING' in line or 'Warning' in line]
+    # tiny_schedule asks for deterministic=True, which MMEngine announces.
+    assert all('cudnn.benchmark' in line for line in warnings), warnings
+
+
 def test_test_tool_evaluates_and_paints(demo_run, data_root, tmp_path):
     work_dir, _ = demo_run
     proc = run(python('tools/test.py', DEMO_CONFIG,

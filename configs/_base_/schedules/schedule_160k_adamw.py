@@ -3,6 +3,8 @@
 # warm-up from 1e-6 (mmcv 1.x's warm-up semantics: both schedulers start at 0).
 optim_wrapper = dict(
     type='OptimWrapper',
+    # mmengine's constructor, logging one line per lr/decay group.
+    constructor='GroupSummaryOptimWrapperConstructor',
     optimizer=dict(
         type='AdamW', lr=0.00012, betas=(0.9, 0.999), weight_decay=0.01),
     # Kept exactly as the original (results depend on it). custom_keys are

@@ -1,4 +1,8 @@
 from .hooks import *  # noqa: F401,F403
+from .optim_constructor import GroupSummaryOptimWrapperConstructor
 from .optim_wrappers import CPUAmpOptimWrapper, NonFiniteSkipOptimWrapper
 
-__all__ = ['CPUAmpOptimWrapper', 'NonFiniteSkipOptimWrapper']
+__all__ = [
+    'CPUAmpOptimWrapper', 'GroupSummaryOptimWrapperConstructor',
+    'NonFiniteSkipOptimWrapper'
+]

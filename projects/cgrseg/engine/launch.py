@@ -17,6 +17,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from ..models.utils.checkpoint import CheckpointError, read_checkpoint
+from .library_notices import quiet_library_notices
 
 
 def load_tool_config(config: str, launcher: str,
@@ -96,9 +97,12 @@ def config_key_errors(tool: str) -> Iterator[None]:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """MMEngine's Runner, or the config's own ``runner_type``."""
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
+    """MMEngine's Runner, or the config's own ``runner_type``, without the
+    library notices of :mod:`.library_notices`."""
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
         RUNNERS.build(cfg)
+    quiet_library_notices(runner.logger)
+    return runner
 
 
 def configure_amp(cfg: Config, enable: bool) -> None:
