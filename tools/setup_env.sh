@@ -20,3 +20,10 @@ fi
 # mim (for `mim train/test cgrseg ...`) without openxlab, which would
 # downgrade setuptools; its other dependencies come with .[tests].
 "${pip[@]}" --no-deps openmim==0.3.9
+# `mim train/test cgrseg ...` look for configs and tools in
+# <site-packages>/cgrseg/.mim, which an editable install lacks: link them to
+# this checkout (mmseg's develop install links its .mim the same way). The
+# folder holds only the links; `import cgrseg` still finds projects/cgrseg.
+mim_dir=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/cgrseg/.mim
+mkdir -p "$mim_dir"
+for name in configs tools model-index.yml; do ln -sfn "$PWD/$name" "$mim_dir/$name"; done
