@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from e2e import DEMO_CONFIG, REPO, python, run
+from e2e import DEMO_CONFIG, REPO, documented, python, run
 from reference import rule_tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -261,15 +261,17 @@ def test_distillation_config_gives_its_student(demo_checkpoint):
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory, demo_checkpoint):
-    """One dynamic-size file with both outputs and one fixed-size
-    labels-only file, written by the tool."""
+    """One dynamic-size file with both outputs (the command of
+    docs/deployment.md) and one fixed-size labels-only file, written by the
+    tool."""
     out = tmp_path_factory.mktemp('onnx')
     files = dict(dynamic=str(out / 'dynamic.onnx'),
                  static=str(out / 'static.onnx'))
     logs = dict(
-        dynamic=run(python(EXPORT, DEMO_CONFIG, demo_checkpoint, '--out',
-                           files['dynamic'], '--shape', '128', '128',
-                           '--dynamic-shape')).stdout,
+        dynamic=run(documented('docs/deployment.md', f'python {EXPORT} c', {
+            'work_dirs/cgrseg_efficientformerv2-s1_1xb8-adamw-300iter_'
+            'shapes-128x128/iter_300.pth': demo_checkpoint,
+            'work_dirs/shapes.onnx': files['dynamic']})).stdout,
         static=run(python(EXPORT, DEMO_CONFIG, demo_checkpoint, '--out',
                           files['static'], '--shape', '96', '128',
                           '--output', 'labels')).stdout)
@@ -413,6 +415,15 @@ def test_onnx_demo_errors(exported, tmp_path):
     out = str(tmp_path / 'resized.png')
     run(python(ONNX_DEMO, 'demo/demo.png', files['static'], '--resize',
                '--out-file', out))
+    assert osp.isfile(out)
+
+
+def test_readme_onnx_demo_command(exported, tmp_path):
+    files, _ = exported
+    out = str(tmp_path / 'result.png')
+    run(documented('README.md', f'python {ONNX_DEMO}', {
+        'IMAGE': 'demo/demo.png', 'model.onnx': files['dynamic'],
+        'result.png': out}))
     assert osp.isfile(out)
 
 

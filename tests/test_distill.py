@@ -29,7 +29,7 @@ from cgrseg.models import (DistillEncoderDecoder, build_teacher_model,
                            student_config)
 from cgrseg.models.losses import DistillShapeError
 from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
-from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
+from e2e import DEMO_CONFIG, REPO, documented, run, tiny_schedule
 
 DISTILL = REPO / 'configs' / 'distill'
 KD_DEMO = str(DISTILL /
@@ -588,11 +588,12 @@ def test_checkpoint_holds_the_student_and_the_connectors(kd_run):
 
 def test_test_tool_with_the_plain_config(kd_run, data_root, tmp_path):
     runner, work_dir = kd_run
-    proc = run(python('tools/test.py', DEMO_CONFIG,
-                      osp.join(work_dir, 'iter_3.pth'), '--work-dir',
-                      str(tmp_path), '--cfg-options',
-                      f'test_dataloader.dataset.data_root={data_root}',
-                      'test_dataloader.dataset.indices=4'))
+    command = documented('docs/distillation.md', 'python tools/test.py', {
+        'work_dirs/kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128/'
+        'iter_300.pth': osp.join(work_dir, 'iter_3.pth')})
+    proc = run(command + ['--work-dir', str(tmp_path), '--cfg-options',
+                          f'test_dataloader.dataset.data_root={data_root}',
+                          'test_dataloader.dataset.indices=4'])
     tested = re.findall(r'mIoU: ([\d.]+)', proc.stdout + proc.stderr)
     assert tested, proc.stdout[-3000:]
     validated = runner.message_hub.get_scalar('val/mIoU').current()

@@ -5,15 +5,10 @@ import importlib
 import os
 import re
 import shlex
-from typing import Iterator
 
 import pytest
 
-from e2e import REPO
-
-DOCS = [REPO / 'README.md', REPO / 'configs' / 'cgrseg' / 'README.md',
-        *sorted((REPO / 'docs').glob('*.md'))]
-CONFIGS = sorted((REPO / 'configs').glob('**/*.py'))
+from e2e import DOCS, REPO, documented_commands
 
 
 def test_tests_named_in_the_docs_exist():
@@ -26,32 +21,6 @@ def test_tests_named_in_the_docs_exist():
                                     path.read_text())}
     assert named, 'no test names found: the pattern is out of date'
     assert not {(doc, name) for doc, name in named if name not in defined}
-
-
-def shell_commands(text: str) -> Iterator[str]:
-    """The python/bash/mim commands of a text as bash reads them: a
-    backslash at the end of a line joins the next line (whose indentation
-    then separates words)."""
-    for line in text.replace('\\\n', '').splitlines():
-        line = line.split(' #')[0].strip()
-        if re.match(r'(\w+=\S+ )*(python|bash|mim) ', line):
-            yield line
-
-
-def documented_commands() -> Iterator[tuple]:
-    for path in DOCS:
-        for block in re.findall(r'```bash\n(.*?)```', path.read_text(),
-                                re.S):
-            for command in shell_commands(block):
-                yield path.relative_to(REPO), command
-    for path in CONFIGS:
-        header = []
-        for line in path.read_text().splitlines():
-            if not line.startswith('#'):
-                break
-            header.append(line[1:])
-        for command in shell_commands('\n'.join(header)):
-            yield path.relative_to(REPO), command
 
 
 def test_documented_commands_are_found():

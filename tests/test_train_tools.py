@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
+from e2e import DEMO_CONFIG, REPO, documented, python, run, tiny_schedule
 
 
 @pytest.fixture(scope='session')
@@ -26,10 +26,12 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def demo_run(tmp_path_factory, data_root):
-    """8 iterations, checkpoints and validation at 4 and 8."""
+    """The README's first command, shortened to 8 iterations with
+    checkpoints and validation at 4 and 8."""
     work_dir = str(tmp_path_factory.mktemp('demo_run'))
-    proc = run(python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
-                      '--cfg-options', *tiny_schedule(data_root)))
+    command = documented('README.md', 'python tools/train.py configs/cgrseg/')
+    proc = run(command + ['--work-dir', work_dir, '--cfg-options',
+                          *tiny_schedule(data_root)])
     return work_dir, proc
 
 
@@ -362,8 +364,9 @@ def test_inference_apis_and_demo_script(demo_run, data_root, tmp_path):
     assert torch.equal(out.pred_sem_seg.data, result.pred_sem_seg.data)
 
     out_file = str(tmp_path / 'overlay.png')
-    run(python('demo/image_demo.py', image, DEMO_CONFIG, checkpoint,
-               '--out-file', out_file))
+    run(documented('README.md', 'python demo/image_demo.py', {
+        'IMAGE': image, 'CONFIG': DEMO_CONFIG, 'CKPT': checkpoint,
+        'result.png': out_file}))
     assert osp.getsize(out_file) > 0
 
 
