@@ -70,6 +70,22 @@ def reference_state_dict(variant: str) -> Dict[str, torch.Tensor]:
     return state
 
 
+def timm_fixture_state_dict(entries) -> Dict[str, torch.Tensor]:
+    """The timm-format weights of tests/data/timm_efficientformerv2_s0.pt for
+    its ``(key, shape, dtype)`` entries: :func:`rule_tensor`, but zero
+    ImageNet position biases (``attention_biases``, which the segmentation
+    backbone discards) and zero batch counters."""
+    state = {}
+    for key, shape, dtype in entries:
+        if not dtype.startswith('torch.float'):
+            state[key] = torch.zeros(shape, dtype=getattr(torch, dtype[6:]))
+        elif key.endswith('attention_biases'):
+            state[key] = torch.zeros(shape)
+        else:
+            state[key] = rule_tensor(key, shape)
+    return state
+
+
 def build_reference_model(variant: str, **cfg_options):
     """The variant's segmentor built from the shipped config without its
     pretrained checkpoint, SyncBN reverted to BN as MMEngine's single-process

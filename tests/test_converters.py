@@ -15,12 +15,18 @@ and shapes of each format:
   aa4b5850). Its output is checked against the keys and shapes of
   ``timm.create_model('efficientformerv2_<arch>').state_dict()``, timm
   1.0.31, recorded as digests in ``TIMM_STATE_DIGESTS``.
+
+Keys and shapes cannot tell two same-shape tensors apart (e.g. two norms of
+one MLP). The values can: tests/data/timm_efficientformerv2_s0.pt holds what
+timm's own EfficientFormerV2-S0 (timm 0.9.0) computed on fixed weights,
+written by tests/data/make_timm_fixture.py.
 """
 import hashlib
 import importlib.util
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,9 +41,10 @@ from cgrseg.models.utils import (CheckpointError, convert_cgrseg_0x,
                                  convert_timm_efficientformerv2,
                                  load_segmentor_checkpoint, read_checkpoint)
 from reference import (CONFIGS, REPO_ROOT, build_reference_model,
-                       rule_tensor)
+                       rule_tensor, timm_fixture_state_dict)
 
 CONVERTERS = REPO_ROOT / 'tools' / 'model_converters'
+TIMM_OUTPUTS = Path(__file__).parent / 'data' / 'timm_efficientformerv2_s0.pt'
 
 # (number of entries, sha256 of the sorted "key<TAB>shape" lines)[:16] of
 # timm 1.0.31's efficientformerv2_<arch>().state_dict().
@@ -194,6 +201,34 @@ def test_timm_format_spot_checks(source):
     }
     assert {k: tuple(timm[k].shape) for k in expected} == expected
     assert not any('attention_bias_idxs' in k for k in timm)
+
+
+def test_timm_checkpoint_gives_timms_own_stage_outputs(tmp_path):
+    """timm-format weights loaded through the converter (``init_cfg``) give
+    the 4 stage outputs that timm 0.9.0's EfficientFormerV2-S0 computed on
+    the same weights. The port matches to 5e-7 relative (float noise); a
+    mapping that swaps two same-shape tensors is off by far more than the
+    1e-5 tolerance."""
+    ref = torch.load(TIMM_OUTPUTS, weights_only=True)
+    path = save(tmp_path, 'pytorch_model.bin',
+                timm_fixture_state_dict(ref['entries']))
+    backbone = EfficientFormerV2(
+        arch=ref['arch'], init_cfg=dict(type='Pretrained', checkpoint=path))
+    backbone.init_weights()
+    inputs = torch.randn(
+        ref['input']['shape'],
+        generator=torch.Generator().manual_seed(ref['input']['seed']))
+    assert torch.equal(inputs.flatten()[:8], ref['input']['first8'])
+    with torch.no_grad():
+        outputs = backbone.eval()(inputs)
+    assert len(outputs) == len(ref['stages']) == 4
+    for stage, (out, expected) in enumerate(zip(outputs, ref['stages'])):
+        assert tuple(out.shape) == expected['shape'], stage
+        step = expected['step']
+        for actual, wanted in ((out[:, :, ::step, ::step], expected['sub']),
+                               (out.mean((2, 3)), expected['channel_mean'])):
+            error = (actual - wanted).abs().max() / wanted.abs().max()
+            assert error < 1e-5, stage
 
 
 @pytest.mark.parametrize('arch', ['s1', 's2'])

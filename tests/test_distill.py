@@ -10,10 +10,12 @@ import os
 import os.path as osp
 import re
 import sys
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
@@ -404,22 +406,162 @@ def test_other_config_errors(teachers, tmp_path):
 
 # -- recipes ---------------------------------------------------------------
 
-def test_cross_architecture_demo_recipe(teachers):
-    model = MODELS.build(
-        kd_cfg(KD_DEMO_UPERNET, teachers['upernet-r18']).model)
-    losses = model.loss(*batch())  # UPerNet logits at stride 4, ours 8
-    assert torch.isfinite(losses['distill.loss_kl'])
-    assert torch.isfinite(losses['distill.loss_mimic'])
+@contextmanager
+def tapped_maps(model: DistillEncoderDecoder):
+    """The maps the recipes distil, caught with forward hooks of our own on
+    the student and on the teacher: ``maps[role, layer]`` for ``role`` in
+    student/teacher and ``layer`` in backbone.out.3/decode_head.logits (the
+    last output of ``conv_seg``, i.e. the decode head's logits)."""
+    maps = {}
+
+    def keep(role, layer, index=None):
+
+        def hook(module, args, output):
+            maps[role, layer] = output if index is None else output[index]
+
+        return hook
+
+    handles = []
+    for role, segmentor in (('student', model), ('teacher', model.teacher)):
+        handles += [
+            segmentor.backbone.register_forward_hook(
+                keep(role, 'backbone.out.3', 3)),
+            segmentor.decode_head.conv_seg.register_forward_hook(
+                keep(role, 'decode_head.logits')),
+        ]
+    try:
+        yield maps
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
-def test_ade20k_same_family_recipe(tmp_path):
-    cfg = Config.fromfile(KD_ADE)
-    teacher = save_random_teacher(cfg.model.teacher.config,
-                                  str(tmp_path / 'l.pth'))
-    model = MODELS.build(kd_cfg(KD_ADE, teacher).model)
-    assert model.num_classes == model.teacher.num_classes == 150
-    losses = model.loss(*batch(2, 64))
-    assert {'distill.loss_cwd', 'distill.loss_mimic'} <= set(losses)
+def kl_by_hand(student, teacher, temperature, weight):
+    """Hinton's KD per pixel: KL(softmax(t/T) || softmax(s/T)) summed over
+    classes, averaged over the N*H*W pixels, times T^2 and the weight."""
+    if teacher.shape[-2:] != student.shape[-2:]:  # resize_to='student'
+        teacher = F.interpolate(teacher, student.shape[-2:],
+                                mode='bilinear', align_corners=False)
+    classes = student.shape[1]
+
+    def per_pixel(x):
+        return F.log_softmax(
+            x.permute(0, 2, 3, 1).reshape(-1, classes) / temperature, dim=1)
+
+    kl = F.kl_div(per_pixel(student), per_pixel(teacher), log_target=True,
+                  reduction='batchmean')
+    return weight * temperature**2 * kl
+
+
+def cwd_by_hand(student, teacher, tau, weight):
+    """Channel-wise distillation: each channel a distribution over its H*W
+    positions, KL(teacher || student) summed, divided by N*C, times tau^2
+    and the weight."""
+
+    def per_channel(x):
+        return F.log_softmax(x.flatten(0, 1).flatten(1) / tau, dim=1)
+
+    kl = F.kl_div(per_channel(student), per_channel(teacher),
+                  log_target=True, reduction='batchmean')
+    return weight * tau**2 * kl
+
+
+def mimic_by_hand(student, teacher, connector, weight):
+    """FitNets: mean squared error between the 1x1-connected student map
+    and the teacher map (both at stride 32 in the recipes)."""
+    assert student.shape[-2:] == teacher.shape[-2:]
+    connected = F.conv2d(student, connector.weight, connector.bias)
+    return weight * ((connected - teacher)**2).mean()
+
+
+def expected_distill_losses(model, recipe_losses, maps) -> dict:
+    """Each recipe loss recomputed by hand from the tapped maps."""
+    expected = {}
+    for index, cfg in enumerate(recipe_losses):
+        student = maps['student', cfg['student']]
+        teacher = maps['teacher', cfg['teacher']]
+        if cfg['type'] == 'PixelwiseKLLoss':
+            expected['distill.loss_kl'] = kl_by_hand(
+                student, teacher, cfg['temperature'], cfg['loss_weight'])
+        elif cfg['type'] == 'ChannelWiseDistillationLoss':
+            expected['distill.loss_cwd'] = cwd_by_hand(
+                student, teacher, cfg['tau'], cfg['loss_weight'])
+        else:
+            assert cfg['type'] == 'FeatureMimicLoss'
+            expected['distill.loss_mimic'] = mimic_by_hand(
+                student, teacher, model.distill_losses[index].connector,
+                cfg['loss_weight'])
+    return expected
+
+
+@pytest.fixture(scope='module')
+def ade_teacher(tmp_path_factory):
+    """A random CGRSeg-L ADE20K (150 classes) teacher checkpoint."""
+    return save_random_teacher(
+        Config.fromfile(KD_ADE).model.teacher.config,
+        str(tmp_path_factory.mktemp('ade_teacher') / 'l.pth'))
+
+
+@pytest.mark.parametrize('recipe,teacher,size', [
+    (KD_DEMO, 'cgrseg-l', 128),
+    (KD_DEMO_UPERNET, 'upernet-r18', 128),  # teacher logits at stride 4
+    (KD_ADE, 'ade', 64),
+])
+def test_recipe_losses_are_computed_from_the_tapped_maps(
+        teachers, ade_teacher, recipe, teacher, size):
+    """Every distillation loss of the recipes equals its formula evaluated
+    by hand on the student's and the teacher's layer outputs, caught with
+    forward hooks during the same loss() call: the right layers of the
+    right models are paired in the right order (student first)."""
+    checkpoint = ade_teacher if teacher == 'ade' else teachers[teacher]
+    cfg = kd_cfg(recipe, checkpoint)
+    model = MODELS.build(cfg.model)
+    with tapped_maps(model) as maps:
+        losses = model.loss(*batch(2, size))
+    assert set(maps) == {(role, layer) for role in ('student', 'teacher')
+                         for layer in ('backbone.out.3',
+                                       'decode_head.logits')}
+    expected = expected_distill_losses(model, cfg.model.distill_losses, maps)
+    assert expected.keys() == {k for k in losses if k.startswith('distill.')}
+    for key, value in expected.items():
+        assert value.item() > 0, key
+        assert losses[key].item() == pytest.approx(value.item(), rel=1e-5), \
+            key
+
+
+def test_distillation_gradients_reach_the_student_only(kd_model):
+    """Each distillation loss of the demo recipe, back-propagated alone,
+    gives non-zero gradients to the student layer it taps and to the layers
+    before it (down to the stem), none to the student layers after it, and
+    none to the teacher, although the teacher's parameters are switched to
+    requires_grad=True for the call (the teacher runs without autograd)."""
+    kd_model.train()
+    teacher = kd_model.teacher
+    teacher.requires_grad_(True)
+    stem = 'backbone.patch_embed.0.weight'
+    last_stage = 'backbone.network.6.5.mlp.fc2.weight'
+    cases = {
+        # loss: (student parameters it reaches, parameters it must not)
+        'distill.loss_kl': ([stem, last_stage,
+                             'decode_head.conv_seg.weight'], []),
+        'distill.loss_mimic': ([stem, last_stage,
+                                'distill_losses.1.connector.weight'],
+                               ['decode_head.conv_seg.weight']),
+    }
+    try:
+        for name, (reached, untouched) in cases.items():
+            kd_model.zero_grad(set_to_none=True)
+            kd_model.loss(*batch())[name].backward()
+            params = dict(kd_model.named_parameters())
+            for key in reached:
+                grad = params[key].grad
+                assert grad is not None and grad.abs().sum() > 0, (name, key)
+            for key in untouched:
+                assert params[key].grad is None, (name, key)
+            assert all(p.grad is None for p in teacher.parameters()), name
+    finally:
+        teacher.requires_grad_(False)
+        kd_model.zero_grad(set_to_none=True)
 
 
 def test_convnext_recipe_student_is_the_plain_ade20k_student():

@@ -1,7 +1,27 @@
 """Eval parity with the original 0.x CGRSeg (fixtures in tests/data/reference).
 
-Tolerance: 1e-4 × max|reference logits| (the oracle's own 1-vs-2-thread noise
-is 1e-5..1.3e-4 absolute)."""
+Every map is compared as max|port - reference| / max|reference| < TOL, with
+TOL = 1e-5, a factor of 8-10 from the noise on either side (measured on the
+2-core CPU machine, torch 2.13):
+
+* float noise, which the tolerance must admit: the port's largest error over
+  the backbone ``sub`` maps and channel means, the head logits, the final
+  logits and the head internals is 9.9e-7 at 1 thread and 7.9e-7 at 2
+  threads (T 2x512², head logits; T/B/L at 256²: 4.9e-7/6.3e-7/8.9e-7). The
+  original's own 1-vs-2-thread noise, relative to its max|logit|, is
+  4.9e-7 (T), 5.1e-7 (B), 6.7e-7 (L) at 256² and 1.1e-6 (T, 512²);
+* the smallest wrong weight it must catch: scaling one tensor by 1 + 1e-4
+  moves the maps it feeds by ~1e-4 relative. ``decode_head.conv_seg.weight``
+  gives 1.0e-4 on the head and final logits, ``backbone.patch_embed.0.
+  weight`` 0.8e-4..1.4e-4 on every backbone map, channel mean and logit
+  (T, 256²); either makes these tests fail. (Weights deeper in a residual
+  branch move the output less, e.g. ``backbone.network.4.0.mlp.fc1.weight``
+  by 3e-6..9e-6: below what float32 parity can resolve.)
+
+The previous 1e-4 sat at the effect of such a perturbation itself.
+"""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +34,9 @@ EVAL_FIXTURES = [
     ('l', 'cgrseg_l_eval_1x3x256x256.pt'),
     ('t', 'cgrseg_t_eval_2x3x512x512.pt'),
 ]
+
+
+TOL = 1e-5
 
 
 def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -48,18 +71,21 @@ def test_eval_logits_match_original(models, variant, name):
     x = fixture_input(ref)
     feats, head_logits, seg_logits = encode_decode(models(variant), x)
 
-    for feat, stats in zip(feats, ref['backbone_feats']):
+    for stage, (feat, stats) in enumerate(zip(feats, ref['backbone_feats'])):
         assert tuple(feat.shape) == tuple(stats['shape'])
-        assert rel_err(feat.mean((2, 3)), stats['channel_mean']) < 1e-4
+        step = int(re.fullmatch(r'\[:, :, ::(\d+), ::\1\]',
+                                stats['sub_slice']).group(1))
+        assert rel_err(feat[:, :, ::step, ::step], stats['sub']) < TOL, stage
+        assert rel_err(feat.mean((2, 3)), stats['channel_mean']) < TOL, stage
     full = ref.get('head_logits')
     if full is not None:
-        assert rel_err(head_logits, full) < 1e-4
+        assert rel_err(head_logits, full) < TOL
     else:
         assert rel_err(head_logits[:, :, ::4, ::4],
-                       ref['head_logits_sub']) < 1e-4
+                       ref['head_logits_sub']) < TOL
     step = 16 if x.shape[-1] == 256 else 32
     assert rel_err(seg_logits[:, :, 5::step, 5::step],
-                   ref['seg_logits_sub']) < 1e-4
+                   ref['seg_logits_sub']) < TOL
     resized = F.interpolate(
         head_logits, x.shape[-2:], mode='bilinear', align_corners=False)
     assert torch.equal(seg_logits, resized)
@@ -100,12 +126,12 @@ def test_head_internals_match_original(models):
         actual = seen[name]
         assert tuple(actual.shape) == tuple(expected['shape']), name
         if 'full' in expected:
-            assert rel_err(actual, expected['full']) < 1e-4, name
+            assert rel_err(actual, expected['full']) < TOL, name
         else:
-            assert rel_err(actual[:, :, ::4, ::4], expected['sub']) < 1e-4, \
+            assert rel_err(actual[:, :, ::4, ::4], expected['sub']) < TOL, \
                 name
             assert rel_err(actual.mean((2, 3)),
-                           expected['channel_mean']) < 1e-4, name
+                           expected['channel_mean']) < TOL, name
 
 
 @pytest.mark.parametrize('size', [(320, 448), (224, 160)])
