@@ -1,4 +1,8 @@
+from .atomic_backend import AtomicLocalBackend, CheckpointWriteError
 from .hooks import *  # noqa: F401,F403
 from .optim_wrappers import CPUAmpOptimWrapper, NonFiniteSkipOptimWrapper
 
-__all__ = ['CPUAmpOptimWrapper', 'NonFiniteSkipOptimWrapper']
+__all__ = [
+    'AtomicLocalBackend', 'CheckpointWriteError', 'CPUAmpOptimWrapper',
+    'NonFiniteSkipOptimWrapper'
+]
