@@ -5,4 +5,5 @@ custom_hooks = [
     dict(type='DatasetCheckHook'),
     dict(type='FiniteCheckpointHook'),
     dict(type='RNGStateHook'),
+    dict(type='SignalStopHook'),  # SIGTERM: checkpoint, then stop
 ]

@@ -3,8 +3,10 @@ from .distill_checkpoint_hook import DistillCheckpointHook
 from .distill_loss_weight_hook import DistillLossWeightHook
 from .finite_checkpoint_hook import FiniteCheckpointHook
 from .rng_state_hook import RNGStateHook
+from .signal_stop_hook import SignalStopHook, signal_exit_status
 
 __all__ = [
     'DatasetCheckHook', 'DistillCheckpointHook', 'DistillLossWeightHook',
-    'FiniteCheckpointHook', 'RNGStateHook'
+    'FiniteCheckpointHook', 'RNGStateHook', 'SignalStopHook',
+    'signal_exit_status'
 ]
