@@ -10,11 +10,13 @@ import glob
 import os
 import os.path as osp
 import select
+import shutil
 import signal
 import subprocess
 
 import pytest
 import torch
+from mmengine.hooks import Hook
 
 from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
 
@@ -146,3 +148,89 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(data_root,
     assert last_checkpoint(work_dir) == path
     assert checkpoint_iter(path) == done
     assert_resumes_from(work_dir, data_root, done)
+
+
+@pytest.fixture
+def shapes_copy(data_root, tmp_path):
+    """A copy of the demo data that a test may damage."""
+    root = tmp_path / 'shapes'
+    shutil.copytree(data_root, root)
+    return root
+
+
+def in_process_run(root, work_dir, iters: int = 3):
+    """A Runner for ``iters`` iterations (no workers), a checkpoint after
+    each, validation at the end."""
+    from mmengine.runner import Runner
+
+    from test_engine import demo_cfg
+    cfg = demo_cfg(str(root), str(work_dir), iters=iters)
+    cfg.default_hooks.checkpoint.interval = 1
+    return Runner.from_cfg(cfg)
+
+
+class AtIteration(Hook):
+    """Calls ``action(data_batch)`` before training iteration ``at``
+    (1-based), before any other hook."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, at: int, action) -> None:
+        self.at, self.action = at, action
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if runner.iter + 1 == self.at:
+            self.action(data_batch)
+
+
+def test_image_corrupted_mid_epoch_names_the_file(shapes_copy, tmp_path):
+    """Every training image turns unreadable before iteration 2."""
+
+    def corrupt(data_batch) -> None:
+        for image in (shapes_copy / 'img_dir' / 'train').glob('*.png'):
+            image.write_bytes(b'not a png')
+
+    runner = in_process_run(shapes_copy, tmp_path / 'work')
+    # the batch of iteration 2 is loaded when iteration 1 is done
+    runner.register_hook(AtIteration(1, corrupt))
+    with pytest.raises(AssertionError,
+                       match=r'failed to load image: .*img_dir/train/\d+\.png'):
+        runner.train()
+    assert checkpoint_iter(str(tmp_path / 'work' / 'iter_1.pth')) == 1
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_label_map_of_the_wrong_size_names_the_file(split, shapes_copy,
+                                                    tmp_path):
+    import mmcv
+    for path in (shapes_copy / 'ann_dir' / split).glob('*.png'):
+        label = mmcv.imread(str(path), flag='unchanged')
+        mmcv.imwrite(label[:96, :64], str(path))  # 128x128 images
+    runner = in_process_run(shapes_copy, tmp_path / 'work', iters=1)
+    when = ' after the training pipeline' if split == 'train' else ''
+    with pytest.raises(ValueError, match=(
+            rf'label map .*ann_dir/{split}/0\d+\.png is \d+x\d+ but its '
+            rf'image .*img_dir/{split}/0\d+\.png is 128x128{when}: a label '
+            rf'map must have the height and width of its image')):
+        runner.train()
+    if split == 'val':  # training ran, its checkpoint is saved
+        assert checkpoint_iter(str(tmp_path / 'work' / 'iter_1.pth')) == 1
+
+
+def test_nan_input_is_a_clear_error_and_the_weights_stay_finite(
+        shapes_copy, tmp_path):
+
+    def poison(data_batch) -> None:
+        data_batch['inputs'][1] = data_batch['inputs'][1].float()
+        data_batch['inputs'][1][0, 5, 5] = float('nan')
+
+    runner = in_process_run(shapes_copy, tmp_path / 'work')
+    runner.register_hook(AtIteration(2, poison))
+    with pytest.raises(ValueError, match=(
+            r'the input image .*img_dir/train/0\d+\.png \(label map '
+            r'.*ann_dir/train/0\d+\.png\) holds NaN or inf values')):
+        runner.train()
+    saved = torch.load(tmp_path / 'work' / 'iter_1.pth', weights_only=True)
+    for key, value in runner.model.state_dict().items():
+        assert torch.equal(value, saved['state_dict'][key]), key
+        assert not value.is_floating_point() or torch.isfinite(value).all()
