@@ -234,3 +234,16 @@ def test_nan_input_is_a_clear_error_and_the_weights_stay_finite(
     for key, value in runner.model.state_dict().items():
         assert torch.equal(value, saved['state_dict'][key]), key
         assert not value.is_floating_point() or torch.isfinite(value).all()
+
+
+def test_every_config_saves_atomically_and_stops_on_sigterm():
+    from mmengine.config import Config
+    configs = glob.glob(str(REPO / 'configs' / '**' / '*.py'), recursive=True)
+    configs = [c for c in configs if '_base_' not in c]
+    assert len(configs) > 10
+    for config in configs:
+        cfg = Config.fromfile(config)
+        assert cfg.default_hooks.checkpoint.backend_args == dict(
+            backend='local_atomic'), config
+        hooks = [hook['type'] for hook in cfg.custom_hooks]
+        assert {'SignalStopHook', 'BatchCheckHook'} <= set(hooks), config
