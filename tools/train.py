@@ -4,8 +4,10 @@ mmseg's ``tools/train.py`` plus what CGRSeg users need: ``--amp`` picks
 fp16 ``AmpOptimWrapper`` on CUDA and bfloat16 ``CPUAmpOptimWrapper`` on CPU;
 SyncBN becomes BN where it cannot run (no CUDA); ``--resume`` checks the
 checkpoint it resumes from; missing datasets are reported up front; a
-missing config file and a config key that its class does not take end in
-one line, not a traceback.
+missing config file, a config key that its class does not take and a
+checkpoint that cannot be written (e.g. a full disk) end in one line, not
+a traceback. Stopped by SIGTERM (see ``SignalStopHook``), it saves a
+checkpoint and exits with status 143.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
@@ -16,6 +18,7 @@ import os
 from mmengine.config import DictAction
 
 from cgrseg.datasets import check_data_roots
+from cgrseg.engine import CheckpointWriteError, signal_exit_status
 from cgrseg.engine.launch import (build_runner, check_resume_checkpoint,
                                   config_key_errors, configure_amp,
                                   configure_sync_bn, init_cpu_distributed,
@@ -69,7 +72,13 @@ def main() -> None:
         raise SystemExit(f'tools/train.py: {err}') from None
     with config_key_errors('tools/train.py'):
         runner = build_runner(cfg)
-        runner.train()
+        try:
+            runner.train()
+        except CheckpointWriteError as err:
+            raise SystemExit(f'tools/train.py: {err}') from None
+    status = signal_exit_status(runner)
+    if status:
+        raise SystemExit(status)
 
 
 if __name__ == '__main__':

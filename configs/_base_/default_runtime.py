@@ -3,6 +3,8 @@ _base_ = 'mmseg::_base_/default_runtime.py'
 custom_imports = dict(imports=['cgrseg'], allow_failed_imports=False)
 custom_hooks = [
     dict(type='DatasetCheckHook'),
+    dict(type='BatchCheckHook'),
     dict(type='FiniteCheckpointHook'),
     dict(type='RNGStateHook'),
+    dict(type='SignalStopHook'),  # SIGTERM: checkpoint, then stop
 ]

@@ -42,8 +42,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # backend_args: checkpoints are written atomically (to <name>.tmp, then
+    # renamed), see cgrseg.engine.atomic_backend.
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=16000,
-        max_keep_ckpts=3),
+        max_keep_ckpts=3, backend_args=dict(backend='local_atomic')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

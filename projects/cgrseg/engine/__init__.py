@@ -1,8 +1,10 @@
+from .atomic_backend import AtomicLocalBackend, CheckpointWriteError
 from .hooks import *  # noqa: F401,F403
 from .optim_constructor import GroupSummaryOptimWrapperConstructor
 from .optim_wrappers import CPUAmpOptimWrapper, NonFiniteSkipOptimWrapper
 
 __all__ = [
-    'CPUAmpOptimWrapper', 'GroupSummaryOptimWrapperConstructor',
+    'AtomicLocalBackend', 'CheckpointWriteError', 'CPUAmpOptimWrapper',
+    'GroupSummaryOptimWrapperConstructor',
     'NonFiniteSkipOptimWrapper'
 ]

@@ -1,0 +1,62 @@
+"""Checks each batch before the model sees it: label maps of the size of
+their images, finite input values; the error names the files."""
+from typing import Optional, Sequence
+
+import torch
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+
+def _files(sample) -> str:
+    return (f"{sample.metainfo.get('img_path', '<unknown image>')} "
+            f"(label map {sample.metainfo.get('seg_map_path', 'unknown')})")
+
+
+def check_batch(data_batch: Optional[dict], training: bool) -> None:
+    """Raise ``ValueError`` naming the files of a sample whose label map
+    does not match its image (in training the pipeline transforms both, so
+    they must have the same size; in testing the label map keeps the size
+    of the image file, ``ori_shape``), or whose input holds NaN/inf."""
+    if not data_batch or 'data_samples' not in data_batch:
+        return
+    inputs: Sequence[torch.Tensor] = data_batch['inputs']
+    for image, sample in zip(inputs, data_batch['data_samples']):
+        if image.is_floating_point() and not torch.isfinite(image).all():
+            raise ValueError(
+                f'the input image {_files(sample)} holds NaN or inf values '
+                f'after the data pipeline: check the file and the '
+                f'pipeline\'s transforms.')
+        if 'gt_sem_seg' not in sample:
+            continue
+        label = tuple(sample.gt_sem_seg.shape)
+        expected = tuple(image.shape[-2:]) if training else tuple(
+            sample.metainfo.get('ori_shape', label))
+        if label != expected:
+            raise ValueError(
+                f'label map {sample.metainfo.get("seg_map_path")} is '
+                f'{label[0]}x{label[1]} but its image '
+                f'{sample.metainfo.get("img_path")} is '
+                f'{expected[0]}x{expected[1]}'
+                f'{" after the training pipeline" if training else ""}: '
+                f'a label map must have the height and width of its image.')
+
+
+@HOOKS.register_module()
+class BatchCheckHook(Hook):
+    """Fails with the file names, before the model sees the batch, instead
+    of NaN weights, a deep shape error in the metric, or training on label
+    maps that do not fit their images."""
+
+    priority = 'VERY_HIGH'
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
+        check_batch(data_batch, training=True)
+
+    def before_val_iter(self, runner, batch_idx: int,
+                        data_batch: Optional[dict] = None) -> None:
+        check_batch(data_batch, training=False)
+
+    def before_test_iter(self, runner, batch_idx: int,
+                         data_batch: Optional[dict] = None) -> None:
+        check_batch(data_batch, training=False)

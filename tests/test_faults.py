@@ -1,0 +1,249 @@
+"""Fault sweep: training meets a fault (kill -9 or a full disk while a
+checkpoint is written, SIGTERM, a corrupt image, a wrong-size label map,
+NaN input) and each test checks what the user sees and that nothing saved
+before the fault is lost. Related faults tested elsewhere: a killed run
+resumes (test_train_tools.py::test_kill_and_resume_matches_uninterrupted_run),
+a truncated checkpoint (..._truncated_checkpoint_is_a_clear_error), an
+unreadable image (test_engine.py::test_unreadable_image_names_the_file), an
+inf loss, NaN weights, labels outside num_classes (test_engine.py)."""
+import glob
+import os
+import os.path as osp
+import select
+import shutil
+import signal
+import subprocess
+
+import pytest
+import torch
+from mmengine.hooks import Hook
+
+from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    from cgrseg.datasets import generate_shapes
+    root = str(tmp_path_factory.mktemp('data') / 'shapes')
+    generate_shapes(root)
+    return root
+
+
+def train_args(data_root: str, work_dir: str, *extra: str) -> list:
+    """tools/train.py for 8 iterations, checkpoints at 4 and 8."""
+    return python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+                  *extra, '--cfg-options', *tiny_schedule(data_root))
+
+
+def popen(args: list, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return subprocess.Popen(args, cwd=str(REPO), env=env, **kwargs)
+
+
+def checkpoint_iter(path: str) -> int:
+    """The iteration a checkpoint was saved at (it loads completely)."""
+    return torch.load(path, weights_only=True)['meta']['iter']
+
+
+def last_checkpoint(work_dir: str) -> str:
+    return open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+
+
+def newest_log(work_dir: str) -> str:
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))
+    return open(logs[-1]).read()
+
+
+def assert_resumes_from(work_dir: str, data_root: str, done: int) -> None:
+    """``--resume`` continues after iteration ``done`` and completes."""
+    run(train_args(data_root, work_dir, '--resume'))
+    log = newest_log(work_dir)
+    assert f'resumed epoch: 0, iter: {done}' in log
+    first = next(line for line in log.splitlines() if 'Iter(train) [' in line)
+    assert f'Iter(train) [{done + 1}/8]' in first, first
+    assert checkpoint_iter(osp.join(work_dir, 'iter_8.pth')) == 8
+
+
+def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(
+        data_root, tmp_path):
+    """The writer of iter_8.pth is killed half way: iter_8.pth and its
+    temporary file are FIFOs, so the write blocks once the test stops
+    reading; the bytes read stand for what reached the disk."""
+    work_dir = str(tmp_path)
+    names = ('iter_8.pth', 'iter_8.pth.tmp')
+    readers = {}
+    for name in names:
+        os.mkfifo(osp.join(work_dir, name))
+        readers[os.open(osp.join(work_dir, name),
+                        os.O_RDONLY | os.O_NONBLOCK)] = name
+    written = dict.fromkeys(names, b'')
+    proc = popen(train_args(data_root, work_dir),
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while sum(map(len, written.values())) < 2**20:
+            assert proc.poll() is None, 'training ended before the kill'
+            ready, _, _ = select.select(list(readers), [], [], 600)
+            assert ready, 'no checkpoint write within 10 minutes'
+            for fd in ready:
+                written[readers[fd]] += os.read(fd, 2**16)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+        for fd in readers:
+            os.close(fd)
+    for name, data in written.items():  # the disk after the kill
+        os.remove(osp.join(work_dir, name))
+        if data:
+            open(osp.join(work_dir, name), 'wb').write(data)
+
+    assert not osp.exists(osp.join(work_dir, 'iter_8.pth')), \
+        'a partial checkpoint sits under the final name'
+    assert written['iter_8.pth.tmp'].startswith(b'PK')  # torch's zip
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_4.pth')
+    assert checkpoint_iter(osp.join(work_dir, 'iter_4.pth')) == 4
+    assert_resumes_from(work_dir, data_root, 4)
+    assert not osp.exists(osp.join(work_dir, 'iter_8.pth.tmp'))
+
+
+def test_full_disk_while_saving_is_one_clear_error(data_root, tmp_path):
+    """iter_8.pth's temporary file is /dev/full, where every write fails
+    with ENOSPC."""
+    work_dir = str(tmp_path)
+    target = osp.join(work_dir, 'iter_8.pth')
+    os.symlink('/dev/full', target + '.tmp')
+    proc = run(train_args(data_root, work_dir), check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f'tools/train.py: [Errno 28] could not write {target}: No space '
+        f'left on device. Nothing was written under that name and earlier '
+        f'files in {work_dir} are intact; free space there (or choose '
+        f'another --work-dir) and continue with --resume')
+    assert not osp.lexists(target) and not osp.lexists(target + '.tmp')
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_4.pth')
+    assert checkpoint_iter(osp.join(work_dir, 'iter_4.pth')) == 4
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(data_root,
+                                                         tmp_path):
+    work_dir = str(tmp_path)
+    proc = popen(train_args(data_root, work_dir), stdout=subprocess.PIPE,
+                 stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if 'Iter(train) [5/8]' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    output = ''.join(seen) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    [message] = [line for line in output.splitlines()
+                 if 'SIGTERM: training stopped' in line]
+    done = int(message.split('after iteration ')[1].split()[0])
+    assert 5 <= done < 8, message
+    path = osp.join(work_dir, f'iter_{done}.pth')
+    assert message.endswith(
+        f'SIGTERM: training stopped after iteration {done} of 8, checkpoint '
+        f'{path}. Continue with tools/train.py ... --resume.')
+    assert last_checkpoint(work_dir) == path
+    assert checkpoint_iter(path) == done
+    assert_resumes_from(work_dir, data_root, done)
+
+
+@pytest.fixture
+def shapes_copy(data_root, tmp_path):
+    """A copy of the demo data that a test may damage."""
+    root = tmp_path / 'shapes'
+    shutil.copytree(data_root, root)
+    return root
+
+
+def in_process_run(root, work_dir, iters: int = 3):
+    """A Runner for ``iters`` iterations (no workers), a checkpoint after
+    each, validation at the end."""
+    from mmengine.runner import Runner
+
+    from test_engine import demo_cfg
+    cfg = demo_cfg(str(root), str(work_dir), iters=iters)
+    cfg.default_hooks.checkpoint.interval = 1
+    return Runner.from_cfg(cfg)
+
+
+class AtIteration(Hook):
+    """Calls ``action(data_batch)`` before training iteration ``at``
+    (1-based), before any other hook."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, at: int, action) -> None:
+        self.at, self.action = at, action
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if runner.iter + 1 == self.at:
+            self.action(data_batch)
+
+
+def test_image_corrupted_mid_epoch_names_the_file(shapes_copy, tmp_path):
+    """Every training image turns unreadable before iteration 2."""
+
+    def corrupt(data_batch) -> None:
+        for image in (shapes_copy / 'img_dir' / 'train').glob('*.png'):
+            image.write_bytes(b'not a png')
+
+    runner = in_process_run(shapes_copy, tmp_path / 'work')
+    # the batch of iteration 2 is loaded when iteration 1 is done
+    runner.register_hook(AtIteration(1, corrupt))
+    with pytest.raises(AssertionError,
+                       match=r'failed to load image: .*img_dir/train/\d+\.png'):
+        runner.train()
+    assert checkpoint_iter(str(tmp_path / 'work' / 'iter_1.pth')) == 1
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_label_map_of_the_wrong_size_names_the_file(split, shapes_copy,
+                                                    tmp_path):
+    import mmcv
+    for path in (shapes_copy / 'ann_dir' / split).glob('*.png'):
+        label = mmcv.imread(str(path), flag='unchanged')
+        mmcv.imwrite(label[:96, :64], str(path))  # 128x128 images
+    runner = in_process_run(shapes_copy, tmp_path / 'work', iters=1)
+    when = ' after the training pipeline' if split == 'train' else ''
+    with pytest.raises(ValueError, match=(
+            rf'label map .*ann_dir/{split}/0\d+\.png is \d+x\d+ but its '
+            rf'image .*img_dir/{split}/0\d+\.png is 128x128{when}: a label '
+            rf'map must have the height and width of its image')):
+        runner.train()
+    if split == 'val':  # training ran, its checkpoint is saved
+        assert checkpoint_iter(str(tmp_path / 'work' / 'iter_1.pth')) == 1
+
+
+def test_nan_input_is_a_clear_error_and_the_weights_stay_finite(
+        shapes_copy, tmp_path):
+
+    def poison(data_batch) -> None:
+        data_batch['inputs'][1] = data_batch['inputs'][1].float()
+        data_batch['inputs'][1][0, 5, 5] = float('nan')
+
+    runner = in_process_run(shapes_copy, tmp_path / 'work')
+    runner.register_hook(AtIteration(2, poison))
+    with pytest.raises(ValueError, match=(
+            r'the input image .*img_dir/train/0\d+\.png \(label map '
+            r'.*ann_dir/train/0\d+\.png\) holds NaN or inf values')):
+        runner.train()
+    saved = torch.load(tmp_path / 'work' / 'iter_1.pth', weights_only=True)
+    for key, value in runner.model.state_dict().items():
+        assert torch.equal(value, saved['state_dict'][key]), key
+        assert not value.is_floating_point() or torch.isfinite(value).all()
+
+
+def test_every_config_saves_atomically_and_stops_on_sigterm():
+    from mmengine.config import Config
+    configs = glob.glob(str(REPO / 'configs' / '**' / '*.py'), recursive=True)
+    configs = [c for c in configs if '_base_' not in c]
+    assert len(configs) > 10
+    for config in configs:
+        cfg = Config.fromfile(config)
+        assert cfg.default_hooks.checkpoint.backend_args == dict(
+            backend='local_atomic'), config
+        hooks = [hook['type'] for hook in cfg.custom_hooks]
+        assert {'SignalStopHook', 'BatchCheckHook'} <= set(hooks), config
