@@ -1,6 +1,6 @@
 """Checks each batch before the model sees it: label maps of the size of
 their images, finite input values; the error names the files."""
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from mmengine.hooks import Hook
@@ -12,6 +12,16 @@ def _files(sample) -> str:
             f"(label map {sample.metainfo.get('seg_map_path', 'unknown')})")
 
 
+def _image_sample_pairs(inputs: Sequence, samples: Sequence) -> Iterator:
+    """(image, data sample) pairs; under test-time augmentation each entry
+    is itself a sequence over the augmented views."""
+    for image, sample in zip(inputs, samples):
+        if isinstance(image, (list, tuple)):
+            yield from _image_sample_pairs(image, sample)
+        else:
+            yield image, sample
+
+
 def check_batch(data_batch: Optional[dict], training: bool) -> None:
     """Raise ``ValueError`` naming the files of a sample whose label map
     does not match its image (in training the pipeline transforms both, so
@@ -19,8 +29,8 @@ def check_batch(data_batch: Optional[dict], training: bool) -> None:
     of the image file, ``ori_shape``), or whose input holds NaN/inf."""
     if not data_batch or 'data_samples' not in data_batch:
         return
-    inputs: Sequence[torch.Tensor] = data_batch['inputs']
-    for image, sample in zip(inputs, data_batch['data_samples']):
+    for image, sample in _image_sample_pairs(data_batch['inputs'],
+                                             data_batch['data_samples']):
         if image.is_floating_point() and not torch.isfinite(image).all():
             raise ValueError(
                 f'the input image {_files(sample)} holds NaN or inf values '
