@@ -28,7 +28,8 @@ from cgrseg.engine.launch import configure_sync_bn
 from cgrseg.models import (DistillEncoderDecoder, build_teacher_model,
                            student_config)
 from cgrseg.models.losses import DistillShapeError
-from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
+from cgrseg.models.utils.checkpoint import (CheckpointError,
+                                            load_segmentor_checkpoint)
 from e2e import DEMO_CONFIG, REPO, python, run, tiny_schedule
 
 DISTILL = REPO / 'configs' / 'distill'

@@ -21,7 +21,8 @@ from cgrseg.datasets import check_data_roots
 from cgrseg.engine.launch import (build_runner, config_key_errors,
                                   configure_sync_bn, init_cpu_distributed,
                                   load_tool_config)
-from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
+from cgrseg.models.utils.checkpoint import (CheckpointError,
+                                            load_segmentor_checkpoint)
 
 
 def parse_args() -> argparse.Namespace:

@@ -9,7 +9,7 @@ from mmseg.models import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
 
 from ..models.segmentors import student_config
-from ..models.utils import load_segmentor_checkpoint
+from ..models.utils.checkpoint import load_segmentor_checkpoint
 
 
 def _dataset_meta(cfg: Config, ckpt: Optional[dict]) -> dict:

@@ -38,7 +38,6 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..utils.pretrained import load_pretrained_backbone
 from ..utils.tracing import has_symbolic_size
 
 # Per size: stage widths, stage depths, the MLP expansion ratio of every
@@ -75,6 +74,34 @@ ARCH_SETTINGS: Dict[str, dict] = {
         num_attention_blocks=6,
         drop_path_rate=0.1),
 }
+# The CGRSeg model built on each size, for messages.
+CGRSEG_MODELS = {'s1': 'CGRSeg-T', 's2': 'CGRSeg-B', 'l': 'CGRSeg-L'}
+# Weights whose first dimension is the width of stages 1-4: the stem's last
+# conv, the two conv downsamples and the attention downsample's conv branch.
+WIDTH_KEYS = ('patch_embed.3.weight', 'network.1.proj.weight',
+              'network.3.proj.weight', 'network.5.conv.weight')
+
+
+def stage_widths(state_dict: Dict[str, torch.Tensor],
+                 prefix: str = '') -> Optional[Tuple[int, ...]]:
+    """The four stage widths of EfficientFormerV2 weights (keys after
+    ``prefix``), or None if the weights lack the keys."""
+    keys = [prefix + key for key in WIDTH_KEYS]
+    if not all(key in state_dict for key in keys):
+        return None
+    return tuple(state_dict[key].shape[0] for key in keys)
+
+
+def arch_of_widths(widths: Tuple[int, ...]) -> Optional[str]:
+    """The ``ARCH_SETTINGS`` size with these stage widths, or None."""
+    return next((arch for arch, setting in ARCH_SETTINGS.items()
+                 if setting['widths'] == widths), None)
+
+
+def arch_label(arch: str) -> str:
+    """``'s1 (CGRSeg-T)'``: the size and the CGRSeg model built on it."""
+    model = CGRSEG_MODELS.get(arch)
+    return f'{arch} ({model})' if model else arch
 
 
 def relative_offset_index(query_res: int, key_res: int,
@@ -534,6 +561,9 @@ class EfficientFormerV2(BaseModule):
     def init_weights(self) -> None:
         if self.init_cfg is not None and self.init_cfg.get(
                 'type') == 'Pretrained':
+            # Imported here: the weights module builds on this module's
+            # ARCH_SETTINGS and bias-table numbering.
+            from .efficientformer_v2_weights import load_pretrained_backbone
             load_pretrained_backbone(self, self.init_cfg['checkpoint'])
             self._is_init = True
         else:
