@@ -8,7 +8,7 @@ from mmengine.registry import init_default_scope
 from mmseg.models import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
 
-from ..models.segmentors import student_config
+from ..models.segmentors.distill_encoder_decoder import student_config
 from ..models.utils.checkpoint import load_segmentor_checkpoint
 
 
