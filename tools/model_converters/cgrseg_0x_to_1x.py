@@ -22,9 +22,8 @@ import mmengine
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmseg.registry import MODELS
 
+from cgrseg.deploy.loading import init_segmentor
 from cgrseg.models.backbones.efficientformer_v2_weights import \
     efficientformerv2_arch
 from cgrseg.models.utils.checkpoint import (CheckpointError,
@@ -130,14 +129,6 @@ def find_config(state_dict: Dict[str, torch.Tensor]) -> str:
         f'{[p.name for p in candidates]}); pass --config.')
 
 
-def build_segmentor(config: str) -> torch.nn.Module:
-    """The segmentor of ``config``, without its ImageNet initialisation."""
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    return MODELS.build(cfg.model)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     ckpt = read_checkpoint(args.src)
@@ -145,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     converted, left_out = convert_cgrseg_0x(ckpt, args.src)
     state_dict = converted['state_dict']
     config = args.config or find_config(state_dict)
-    report = mismatch_report(build_segmentor(config), state_dict)
+    report = mismatch_report(init_segmentor(config), state_dict)
     if report:
         raise CheckpointError(f'{args.src!r} ({description}) checked against '
                               f'{config} does not fit:\n{report}')
