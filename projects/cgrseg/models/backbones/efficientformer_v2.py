@@ -8,20 +8,9 @@ One class, :class:`EfficientFormerV2`, with the sizes S0/S1/S2/L as rows of
 
 ``patch_embed.{0,1,3,4}``, ``network.{0,2,4,6}`` (stages of FFN/AttnFFN
 blocks), ``network.{1,3}.{proj,norm}`` (conv downsamples) and
-``network.5.{attn,conv,bn}`` (attention downsample).
-
-Differences from the original, none of which changes a result it computed:
-
-* attention biases are gathered from the parameter on every forward, so
-  weights loaded after ``.eval()`` take effect (the original cached a copy when
-  ``.eval()`` was called, quirk Q4);
-* inputs whose stride-16 map has an odd side are supported (the original
-  crashed on them, quirk Q6): the strided attention upsamples back to the exact
-  input size and the attention downsample uses the real query-grid size. For
-  even sizes the computation is the original's, bit for bit;
-* ``norm_cfg`` and ``norm_eval`` make the BN behaviour explicit (quirk Q16):
-  the original froze BN statistics during training only when it was built
-  without a pretrained checkpoint, and converted them to SyncBN otherwise.
+``network.5.{attn,conv,bn}`` (attention downsample). Where the port departs
+from the original (bias cache, odd input sizes, BN modes) is told in
+docs/porting.md.
 """
 import itertools
 import math
@@ -151,7 +140,7 @@ class AttentionBiasMixin:
         self.attention_biases_seg = nn.Parameter(
             torch.zeros(num_heads, num_offsets))
         # Never read: these buffers exist only so that the original ImageNet
-        # and segmentation checkpoints load with strict=True (quirk Q5).
+        # and segmentation checkpoints load with strict=True.
         self.register_buffer('attention_biases',
                              torch.zeros(num_heads, legacy_shape[1]))
         self.register_buffer('attention_bias_idxs',
