@@ -2,9 +2,11 @@
 import pytest
 import torch
 
-from cgrseg.models.utils import (CheckpointError, describe_checkpoint,
-                                 load_segmentor_checkpoint)
-from cgrseg.models.utils.pretrained import load_pretrained_backbone
+from cgrseg.models.backbones.efficientformer_v2_weights import \
+    load_pretrained_backbone
+from cgrseg.models.utils.checkpoint import (CheckpointError,
+                                            describe_checkpoint,
+                                            load_segmentor_checkpoint)
 from reference import build_reference_model
 
 

@@ -37,9 +37,11 @@ from mmseg.registry import MODELS
 
 from cgrseg.models.backbones import EfficientFormerV2
 from cgrseg.models.backbones.efficientformer_v2 import relative_offset_index
-from cgrseg.models.utils import (CheckpointError, convert_cgrseg_0x,
-                                 convert_timm_efficientformerv2,
-                                 load_segmentor_checkpoint, read_checkpoint)
+from cgrseg.models.backbones.efficientformer_v2_weights import \
+    convert_timm_efficientformerv2
+from cgrseg.models.utils.checkpoint import (CheckpointError,
+                                            load_segmentor_checkpoint,
+                                            read_checkpoint)
 from reference import (CONFIGS, REPO_ROOT, build_reference_model,
                        rule_tensor, timm_fixture_state_dict)
 
@@ -411,7 +413,8 @@ def test_0x_to_1x_round_trip(tmp_path, model_t):
 
 def test_0x_conversion_lists_what_it_leaves_out(model_t):
     ckpt = original_0x_checkpoint(model_t)
-    converted, left_out = convert_cgrseg_0x(ckpt, 'iter_160000.pth')
+    converted, left_out = load_tool('cgrseg_0x_to_1x').convert_cgrseg_0x(
+        ckpt, 'iter_160000.pth')
     assert left_out == ['optimizer', 'meta.config', 'meta.env_info',
                         'meta.seed', 'meta.exp_name', 'meta.hook_msgs']
     assert not any(k.startswith('module.') for k in converted['state_dict'])
@@ -436,6 +439,7 @@ def test_0x_unknown_keys_are_listed(tmp_path, model_t):
 
 
 def test_0x_converter_refuses_other_checkpoints(tmp_path, model_t):
+    convert_cgrseg_0x = load_tool('cgrseg_0x_to_1x').convert_cgrseg_0x
     with pytest.raises(CheckpointError, match='already an mmseg 1.x'):
         convert_cgrseg_0x(
             dict(meta=dict(mmengine_version='0.10.7'),

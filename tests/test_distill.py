@@ -27,10 +27,12 @@ from mmseg.structures import SegDataSample
 
 from cgrseg.engine.hooks import DistillCheckpointHook, DistillLossWeightHook
 from cgrseg.engine.launch import configure_sync_bn
-from cgrseg.models import (DistillEncoderDecoder, build_teacher_model,
-                           student_config)
+from cgrseg.models import DistillEncoderDecoder
+from cgrseg.models.segmentors.distill_encoder_decoder import student_config
+from cgrseg.models.segmentors.teacher import build_teacher_model
 from cgrseg.models.losses import DistillShapeError
-from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
+from cgrseg.models.utils.checkpoint import (CheckpointError,
+                                            load_segmentor_checkpoint)
 from e2e import DEMO_CONFIG, REPO, documented, run, tiny_schedule
 
 DISTILL = REPO / 'configs' / 'distill'

@@ -9,6 +9,7 @@ import importlib.util
 
 import pytest
 
+from cgrseg.deploy.loading import init_segmentor
 from reference import CONFIGS, REPO_ROOT
 
 PAPER_GFLOPS = {'t': 4.0, 'b': 7.6, 'l': 14.9}
@@ -31,7 +32,7 @@ def get_flops():
 
 @pytest.mark.parametrize('variant', ['t', 'b', 'l'])
 def test_paper_complexity_at_512(get_flops, variant):
-    model = get_flops.build_segmentor(str(REPO_ROOT / CONFIGS[variant]))
+    model = init_segmentor(str(REPO_ROOT / CONFIGS[variant]))
     result = get_flops.complexity(model, [512, 512])
     total, backbone, head = (result[p] for p in get_flops.PARTS)
 

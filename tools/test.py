@@ -14,14 +14,13 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
-from mmseg.registry import MODELS
 
 from cgrseg.datasets import check_data_roots
 from cgrseg.engine.launch import (build_runner, config_key_errors,
                                   configure_sync_bn, init_cpu_distributed,
                                   load_tool_config)
-from cgrseg.models.utils import CheckpointError, load_segmentor_checkpoint
+from cgrseg.deploy.loading import init_segmentor
+from cgrseg.models.utils.checkpoint import CheckpointError
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,11 +56,8 @@ def parse_args() -> argparse.Namespace:
 
 def check_checkpoint_fits(cfg: Config, checkpoint: str) -> None:
     """Load the checkpoint strictly into a CPU copy of the model."""
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    model_cfg = cfg.model.copy()
-    model_cfg.backbone.init_cfg = None
     try:
-        load_segmentor_checkpoint(MODELS.build(model_cfg), checkpoint)
+        init_segmentor(cfg, checkpoint)
     except (CheckpointError, FileNotFoundError) as err:
         raise SystemExit(f'tools/test.py: {err}') from None
 

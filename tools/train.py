@@ -23,7 +23,7 @@ from cgrseg.engine.launch import (build_runner, check_resume_checkpoint,
                                   config_key_errors, configure_amp,
                                   configure_sync_bn, init_cpu_distributed,
                                   load_tool_config)
-from cgrseg.models.utils import CheckpointError
+from cgrseg.models.utils.checkpoint import CheckpointError
 
 
 def parse_args() -> argparse.Namespace:

@@ -104,8 +104,11 @@ def random_batch(num_classes: int, args: argparse.Namespace) -> dict:
 
 def make_step(case: str, cfg: Config, args: argparse.Namespace):
     """Build what ``case`` needs; return (step, loss_forward, models)."""
-    from cgrseg.models import (build_teacher, layer_outputs,
-                               student_config, teacher_needs_head)
+    from cgrseg.models.segmentors.distill_encoder_decoder import \
+        student_config
+    from cgrseg.models.segmentors.distill_layers import (layer_outputs,
+                                                         teacher_needs_head)
+    from cgrseg.models.segmentors.teacher import build_teacher
     device = args.device
     if case == 'teacher':
         teacher = build_teacher(cfg.model.teacher).to(device)
@@ -183,7 +186,7 @@ def measure(case: str, args: argparse.Namespace, queue) -> None:
 
 def save_random_teacher(config: str, path: str) -> None:
     import cgrseg  # noqa: F401
-    from cgrseg.models import build_teacher_model
+    from cgrseg.models.segmentors.teacher import build_teacher_model
     torch.save({'state_dict': build_teacher_model(config).state_dict()},
                path)
 

@@ -26,10 +26,9 @@ from typing import Dict, List, Optional
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import conv_flop_jit, get_shape
-from mmengine.config import Config, DictAction
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import init_default_scope
-from mmseg.registry import MODELS
+from mmengine.config import DictAction
+
+from cgrseg.deploy.loading import init_segmentor
 
 PARTS = ('', 'backbone', 'decode_head')
 PAPER_OPS = ('conv', 'conv_bias')
@@ -56,18 +55,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if len(args.shape) not in (1, 2):
         parser.error('--shape takes one or two numbers')
     return args
-
-
-def build_segmentor(config: str,
-                    cfg_options: Optional[dict] = None) -> torch.nn.Module:
-    """The config's segmentor in eval mode, SyncBN as BN, no ImageNet
-    checkpoint loaded (the counts depend on shapes only)."""
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    cfg.model.backbone.init_cfg = None
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    return revert_sync_batchnorm(MODELS.build(cfg.model)).eval()
 
 
 def conv_with_bias_jit(inputs: list, outputs: list) -> Counter:
@@ -127,7 +114,8 @@ def format_table(result: Dict[str, dict]) -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     shape = args.shape * 2 if len(args.shape) == 1 else args.shape
-    model = build_segmentor(args.config, args.cfg_options)
+    # Random weights: the counts depend on shapes only.
+    model = init_segmentor(args.config, cfg_options=args.cfg_options)
     result = complexity(model, shape)
     print(f'{args.config}\ninput 1x3x{shape[0]}x{shape[1]}\n'
           f'{format_table(result)}\n'

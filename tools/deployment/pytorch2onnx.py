@@ -33,7 +33,7 @@ from cgrseg.deploy import DeploySegmentor
 from cgrseg.deploy.loading import init_segmentor
 from cgrseg.deploy.onnx_export import (compare_with_pytorch, export_onnx,
                                        onnx_session, require)
-from cgrseg.models.utils import CheckpointError
+from cgrseg.models.utils.checkpoint import CheckpointError
 
 MAX_REL_ERR = 1e-4
 MIN_LABEL_AGREEMENT = 0.9999

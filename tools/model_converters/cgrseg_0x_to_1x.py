@@ -16,18 +16,84 @@ backbone size (from the stage widths) and number of classes match.
 import argparse
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+import mmengine
+import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmseg.registry import MODELS
 
-from cgrseg.models.utils import (CheckpointError, check_state_dict,
-                                 convert_cgrseg_0x, describe_checkpoint,
-                                 efficientformerv2_arch, read_checkpoint)
+from cgrseg.deploy.loading import init_segmentor
+from cgrseg.models.backbones.efficientformer_v2_weights import \
+    efficientformerv2_arch
+from cgrseg.models.utils.checkpoint import (CheckpointError,
+                                            checkpoint_format,
+                                            describe_checkpoint,
+                                            mismatch_report, read_checkpoint,
+                                            state_dict_of)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs' / 'cgrseg'
+
+
+def _plain(value):
+    """numpy values (and containers of them) as Python builtins, so that
+    the converted file loads with ``weights_only=True``."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+_0X_PROVENANCE = ('mmcv_version', 'mmseg_version', 'iter', 'epoch', 'time')
+
+
+def convert_cgrseg_0x(ckpt: dict,
+                      source: str = '') -> Tuple[dict, List[str]]:
+    """The mmseg 1.x (MMEngine) checkpoint of a 0.x CGRSeg checkpoint.
+
+    The weights keep their keys (the port's keys are the original's), less
+    DDP's ``module.`` prefix. ``meta.CLASSES``/``PALETTE`` become
+    ``meta.dataset_meta`` (``classes``/``palette``, read by
+    ``mmseg.apis.init_model``); versions and the iteration are kept under
+    ``meta.converted_from``.
+
+    Returns:
+        (the new checkpoint, the top-level and ``meta`` entries left out,
+        e.g. ``optimizer`` and ``meta.config``).
+
+    Raises:
+        CheckpointError: if ``ckpt`` is not an mmseg segmentor checkpoint,
+            or is already a 1.x one.
+    """
+    state_dict = state_dict_of(ckpt)
+    if checkpoint_format(state_dict) != 'segmentor':
+        raise CheckpointError(
+            f'{source or "the checkpoint"} is {describe_checkpoint(ckpt)}, '
+            f'not an mmseg 0.x CGRSeg checkpoint (keys backbone.*, '
+            f'decode_head.*).')
+    meta = ckpt.get('meta') or {}
+    if 'mmengine_version' in meta:
+        raise CheckpointError(
+            f'{source or "the checkpoint"} is already an mmseg 1.x '
+            f'(MMEngine) checkpoint; load it as it is.')
+    origin = {'file': os.path.basename(source)} if source else {}
+    origin.update({k: _plain(meta[k]) for k in _0X_PROVENANCE if k in meta})
+    new_meta = {
+        'mmengine_version': mmengine.__version__,
+        'converted_from': origin
+    }
+    if 'CLASSES' in meta:
+        new_meta['dataset_meta'] = {
+            'classes': _plain(meta['CLASSES']),
+            'palette': _plain(meta.get('PALETTE'))
+        }
+    kept = set(_0X_PROVENANCE) | {'CLASSES', 'PALETTE'}
+    left_out = [k for k in ckpt if k not in ('meta', 'state_dict')]
+    left_out += [f'meta.{k}' for k in meta if k not in kept]
+    return {'meta': new_meta, 'state_dict': state_dict}, left_out
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -63,14 +129,6 @@ def find_config(state_dict: Dict[str, torch.Tensor]) -> str:
         f'{[p.name for p in candidates]}); pass --config.')
 
 
-def build_segmentor(config: str) -> torch.nn.Module:
-    """The segmentor of ``config``, without its ImageNet initialisation."""
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    return MODELS.build(cfg.model)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     ckpt = read_checkpoint(args.src)
@@ -78,9 +136,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     converted, left_out = convert_cgrseg_0x(ckpt, args.src)
     state_dict = converted['state_dict']
     config = args.config or find_config(state_dict)
-    check_state_dict(
-        build_segmentor(config), state_dict,
-        f'{args.src!r} ({description}) checked against {config}')
+    report = mismatch_report(init_segmentor(config), state_dict)
+    if report:
+        raise CheckpointError(f'{args.src!r} ({description}) checked against '
+                              f'{config} does not fit:\n{report}')
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     torch.save(converted, args.dst)
     dataset_meta = converted['meta'].get('dataset_meta')

@@ -20,10 +20,9 @@ from typing import List, Optional
 import torch
 
 from cgrseg.models.backbones import EfficientFormerV2
-from cgrseg.models.utils import (backbone_state_dict,
-                                 complete_backbone_state_dict,
-                                 describe_checkpoint, efficientformerv2_arch,
-                                 read_weights)
+from cgrseg.models.backbones.efficientformer_v2_weights import (
+    backbone_state_dict, complete_backbone_state_dict, efficientformerv2_arch)
+from cgrseg.models.utils.checkpoint import describe_checkpoint, read_weights
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -1,5 +1,6 @@
 """Build a segmentor for inference from a config and a checkpoint."""
-from typing import Optional
+import copy
+from typing import Optional, Union
 
 from mmengine.config import Config
 from mmengine.hub import get_config
@@ -8,8 +9,8 @@ from mmengine.registry import init_default_scope
 from mmseg.models import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
 
-from ..models.segmentors import student_config
-from ..models.utils import load_segmentor_checkpoint
+from ..models.segmentors.distill_encoder_decoder import student_config
+from ..models.utils.checkpoint import load_segmentor_checkpoint
 
 
 def _dataset_meta(cfg: Config, ckpt: Optional[dict]) -> dict:
@@ -25,20 +26,25 @@ def _dataset_meta(cfg: Config, ckpt: Optional[dict]) -> dict:
     return dict(getattr(dataset_cls, 'METAINFO', {}))
 
 
-def init_segmentor(config: str,
+def init_segmentor(config: Union[str, Config],
                    checkpoint: Optional[str] = None,
                    cfg_options: Optional[dict] = None) -> EncoderDecoder:
     """The config's segmentor on CPU in eval mode, SyncBN as BN, with the
     checkpoint loaded strictly (a mismatch raises ``CheckpointError``
     listing the keys) and ``dataset_meta`` set.
 
-    ``config`` is a file or ``'<package>::<path>'`` (a config of an
-    installed OpenMMLab package). A distillation config gives its student,
+    ``config`` is a file, ``'<package>::<path>'`` (a config of an
+    installed OpenMMLab package) or a ``Config``, which is left unchanged. A distillation config gives its student,
     which is what its checkpoints hold. Without a checkpoint the weights are
     random (for speed or export checks only).
     """
     # 'mmseg::segnext/...' names a config shipped with an installed package.
-    cfg = get_config(config) if '::' in config else Config.fromfile(config)
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    elif '::' in config:
+        cfg = get_config(config)
+    else:
+        cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if 'teacher' in cfg.model:

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
+from mmengine.runner.amp import autocast
 from mmseg.registry import OPTIM_WRAPPERS
 
 
@@ -42,8 +43,7 @@ class NonFiniteSkipOptimWrapper(OptimWrapper):
         ]
         if not grads:
             return True
-        norms = torch._foreach_norm(grads)
-        return bool(torch.isfinite(torch.stack(norms)).all())
+        return bool(torch.isfinite(nn.utils.get_total_norm(grads)))
 
     def step(self, **kwargs) -> None:
         if self._grads_finite():
@@ -88,6 +88,6 @@ class CPUAmpOptimWrapper(NonFiniteSkipOptimWrapper):
 
     @contextmanager
     def optim_context(self, model: nn.Module):
-        with super().optim_context(model), torch.autocast(
-                'cpu', dtype=torch.bfloat16):
+        with super().optim_context(model), autocast(
+                device_type='cpu', dtype=torch.bfloat16):
             yield

@@ -8,20 +8,9 @@ One class, :class:`EfficientFormerV2`, with the sizes S0/S1/S2/L as rows of
 
 ``patch_embed.{0,1,3,4}``, ``network.{0,2,4,6}`` (stages of FFN/AttnFFN
 blocks), ``network.{1,3}.{proj,norm}`` (conv downsamples) and
-``network.5.{attn,conv,bn}`` (attention downsample).
-
-Differences from the original, none of which changes a result it computed:
-
-* attention biases are gathered from the parameter on every forward, so
-  weights loaded after ``.eval()`` take effect (the original cached a copy when
-  ``.eval()`` was called, quirk Q4);
-* inputs whose stride-16 map has an odd side are supported (the original
-  crashed on them, quirk Q6): the strided attention upsamples back to the exact
-  input size and the attention downsample uses the real query-grid size. For
-  even sizes the computation is the original's, bit for bit;
-* ``norm_cfg`` and ``norm_eval`` make the BN behaviour explicit (quirk Q16):
-  the original froze BN statistics during training only when it was built
-  without a pretrained checkpoint, and converted them to SyncBN otherwise.
+``network.5.{attn,conv,bn}`` (attention downsample). Where the port departs
+from the original (bias cache, odd input sizes, BN modes) is told in
+docs/porting.md.
 """
 import itertools
 import math
@@ -38,7 +27,6 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..utils.pretrained import load_pretrained_backbone
 from ..utils.tracing import has_symbolic_size
 
 # Per size: stage widths, stage depths, the MLP expansion ratio of every
@@ -75,6 +63,34 @@ ARCH_SETTINGS: Dict[str, dict] = {
         num_attention_blocks=6,
         drop_path_rate=0.1),
 }
+# The CGRSeg model built on each size, for messages.
+CGRSEG_MODELS = {'s1': 'CGRSeg-T', 's2': 'CGRSeg-B', 'l': 'CGRSeg-L'}
+# Weights whose first dimension is the width of stages 1-4: the stem's last
+# conv, the two conv downsamples and the attention downsample's conv branch.
+WIDTH_KEYS = ('patch_embed.3.weight', 'network.1.proj.weight',
+              'network.3.proj.weight', 'network.5.conv.weight')
+
+
+def stage_widths(state_dict: Dict[str, torch.Tensor],
+                 prefix: str = '') -> Optional[Tuple[int, ...]]:
+    """The four stage widths of EfficientFormerV2 weights (keys after
+    ``prefix``), or None if the weights lack the keys."""
+    keys = [prefix + key for key in WIDTH_KEYS]
+    if not all(key in state_dict for key in keys):
+        return None
+    return tuple(state_dict[key].shape[0] for key in keys)
+
+
+def arch_of_widths(widths: Tuple[int, ...]) -> Optional[str]:
+    """The ``ARCH_SETTINGS`` size with these stage widths, or None."""
+    return next((arch for arch, setting in ARCH_SETTINGS.items()
+                 if setting['widths'] == widths), None)
+
+
+def arch_label(arch: str) -> str:
+    """``'s1 (CGRSeg-T)'``: the size and the CGRSeg model built on it."""
+    model = CGRSEG_MODELS.get(arch)
+    return f'{arch} ({model})' if model else arch
 
 
 def relative_offset_index(query_res: int, key_res: int,
@@ -124,7 +140,7 @@ class AttentionBiasMixin:
         self.attention_biases_seg = nn.Parameter(
             torch.zeros(num_heads, num_offsets))
         # Never read: these buffers exist only so that the original ImageNet
-        # and segmentation checkpoints load with strict=True (quirk Q5).
+        # and segmentation checkpoints load with strict=True.
         self.register_buffer('attention_biases',
                              torch.zeros(num_heads, legacy_shape[1]))
         self.register_buffer('attention_bias_idxs',
@@ -534,6 +550,9 @@ class EfficientFormerV2(BaseModule):
     def init_weights(self) -> None:
         if self.init_cfg is not None and self.init_cfg.get(
                 'type') == 'Pretrained':
+            # Imported here: the weights module builds on this module's
+            # ARCH_SETTINGS and bias-table numbering.
+            from .efficientformer_v2_weights import load_pretrained_backbone
             load_pretrained_backbone(self, self.init_cfg['checkpoint'])
             self._is_init = True
         else:

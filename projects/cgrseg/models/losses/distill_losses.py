@@ -11,7 +11,6 @@ together with the config entry (``model.distill_losses[i]``).
 """
 from typing import Optional, Tuple
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS

@@ -26,19 +26,11 @@ DistillCheckpointHook` stores them in the checkpoint under
 ``distill_state_dict`` and restores them on resume.
 """
 import copy
-import os.path as osp
-import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import yaml
-from mmengine.config import Config
-from mmengine.config.utils import MODULE2PACKAGE
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import DefaultScope
-from mmengine.utils import get_installed_path, import_modules_from_strings
 from mmseg.models import EncoderDecoder
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
@@ -47,147 +39,12 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
 from torch import Tensor
 
 from ..losses import DistillShapeError
-from ..utils.checkpoint import (CheckpointError, load_segmentor_checkpoint,
-                                mismatch_report)
-
-LOGITS = 'decode_head.logits'
-LAYER_HELP = (
-    "A layer is 'backbone.out.<i>' (the i-th backbone output), "
-    "'neck.out.<i>', 'decode_head.logits' (the decode head's output "
-    "before resizing) or the dotted name of a submodule whose output is "
-    "taken, e.g. 'decode_head.conv_seg' (see model.named_modules()).")
-DISTILL_PREFIX = 'distill_losses.'
-_DISTILL_KEY = re.compile(r'(^|\.)distill_losses\.')
-
-
-class _OutputTap:
-    """Forward hook that keeps its module's output while armed."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.output = None
-
-    def __call__(self, module: nn.Module, args: tuple, output) -> None:
-        if self.armed:
-            self.output = output
-
-
-def _drop_distill_state(module: nn.Module, state_dict: dict, prefix: str,
-                        local_metadata: dict) -> None:
-    """state_dict post-hook: leave the distillation parameters out."""
-    drop = prefix + DISTILL_PREFIX
-    for key in [k for k in state_dict if k.startswith(drop)]:
-        del state_dict[key]
-    metadata = getattr(state_dict, '_metadata', None)
-    if metadata is not None:
-        for key in [k for k in metadata
-                    if k.startswith(prefix + DISTILL_PREFIX[:-1])]:
-            del metadata[key]
-
-
-def _allow_missing_distill_state(module: nn.Module,
-                                 incompatible_keys) -> None:
-    """load_state_dict post-hook: a student state dict is complete."""
-    missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not _DISTILL_KEY.search(k)]
-
-
-def _config_path(config: str) -> str:
-    """The file of a config path or of ``'<package>::<path>'`` (a config
-    inside an installed OpenMMLab package, e.g. ``'mmseg::convnext/...'``).
-    """
-    path = config
-    if '::' in config:
-        package, relative = config.split('::', 1)
-        root = get_installed_path(MODULE2PACKAGE.get(package, package))
-        path = osp.join(root, '.mim', 'configs', relative)
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'model.teacher.config: teacher config {path!r} not found '
-            f'(relative paths are relative to the working directory; '
-            f"'<package>::<path>' names a config of an installed "
-            f'OpenMMLab package).')
-    return path
-
-
-def published_weights(config: str) -> Optional[str]:
-    """The checkpoint URL that the package publishes for a
-    ``'<package>::<path>'`` config (the ``Weights`` of its entry in the
-    ``metafile.yaml`` next to it), or None."""
-    if '::' not in config:
-        return None
-    metafile = osp.join(osp.dirname(_config_path(config)), 'metafile.yaml')
-    if not osp.isfile(metafile):
-        return None
-    with open(metafile) as f:
-        models = yaml.safe_load(f).get('Models', [])
-    name = osp.basename(config)
-    return next((model.get('Weights') for model in models
-                 if osp.basename(model.get('Config', '')) == name), None)
-
-
-def build_teacher_model(config: str) -> EncoderDecoder:
-    """The teacher model of a config (``model.teacher.config``), with the
-    weights it is built with: its ``custom_imports`` are imported, SyncBN
-    becomes BN (the teacher only runs in eval mode) and its ``init_cfg``
-    (e.g. ImageNet weights) is not used."""
-    cfg = Config.fromfile(_config_path(config), import_custom_modules=False)
-    imports = cfg.get('custom_imports')
-    if imports:
-        try:
-            import_modules_from_strings(**imports)
-        except ImportError as err:
-            raise ImportError(
-                f'model.teacher.config {config!r} needs its custom_imports '
-                f'{imports.get("imports")!r}, which do not import here: '
-                f'{err}') from err
-    with DefaultScope.overwrite_default_scope(
-            cfg.get('default_scope', 'mmseg')):
-        model = MODELS.build(copy.deepcopy(cfg.model))
-    if not isinstance(model, EncoderDecoder):
-        raise TypeError(f'model.teacher.config {config!r} builds a '
-                        f'{type(model).__name__}; the teacher must be an '
-                        f'EncoderDecoder.')
-    return revert_sync_batchnorm(model)
-
-
-def build_teacher(teacher: ConfigType) -> EncoderDecoder:
-    """The frozen teacher of ``dict(config=PATH, checkpoint=PATH)``: the
-    model of :func:`build_teacher_model` with the checkpoint loaded
-    strictly, in ``eval()`` mode and with ``requires_grad=False``."""
-    teacher = dict(teacher)
-    config = teacher.pop('config', None)
-    checkpoint = teacher.pop('checkpoint', None)
-    if teacher:
-        raise ValueError(f'model.teacher: unknown keys {sorted(teacher)}; '
-                         f'expected dict(config=..., checkpoint=...).')
-    if not config:
-        raise ValueError('model.teacher.config is not set: give the config '
-                         'file of the teacher model.')
-    if not checkpoint:
-        raise ValueError('model.teacher.checkpoint is not set: give the '
-                         'checkpoint of the trained teacher.')
-    _config_path(config)
-    if not osp.isfile(checkpoint):
-        url = published_weights(config)
-        if url:
-            get = (f'Download the published teacher checkpoint {url} to '
-                   f'{checkpoint}')
-        else:
-            get = f'Train the teacher first (python tools/train.py {config})'
-        raise FileNotFoundError(
-            f'model.teacher.checkpoint: teacher checkpoint {checkpoint!r} '
-            f'not found. {get}, or set model.teacher.checkpoint=PATH (e.g. '
-            f'with --cfg-options).')
-    model = build_teacher_model(config)
-    try:
-        load_segmentor_checkpoint(model, checkpoint)
-    except CheckpointError as err:
-        raise CheckpointError(
-            f'model.teacher.checkpoint does not fit model.teacher.config '
-            f'{config!r}: {err}') from None
-    model.requires_grad_(False)
-    return model.eval()
+from ..utils.checkpoint import CheckpointError, mismatch_report
+from .distill_layers import (LAYER_HELP, LOGITS, OutputTap, layer_outputs,
+                             parse_layer, teacher_needs_head)
+from .distill_state import (DISTILL_PREFIX, allow_missing_distill_state,
+                            drop_distill_state)
+from .teacher import build_teacher
 
 
 def student_config(model_cfg: ConfigType) -> dict:
@@ -199,44 +56,6 @@ def student_config(model_cfg: ConfigType) -> dict:
         student.pop(key)
     student['type'] = 'EncoderDecoder'
     return student
-
-
-def layer_outputs(model: EncoderDecoder, inputs: Tensor,
-                  run_head: bool) -> Tuple[list, Dict[str, Tensor]]:
-    """Run the backbone (+ neck) (+ decode head forward) of ``model``.
-
-    Returns:
-        the features the decode head takes, and the return-value layers:
-        ``'backbone.out.<i>'``, ``'neck.out.<i>'`` and, with ``run_head``,
-        ``'decode_head.logits'`` (N, num_classes, H/s, W/s).
-    """
-    outputs: Dict[str, Tensor] = {}
-    feats = model.backbone(inputs)
-    outputs.update((f'backbone.out.{i}', x) for i, x in enumerate(feats))
-    if model.with_neck:
-        feats = model.neck(feats)
-        outputs.update((f'neck.out.{i}', x) for i, x in enumerate(feats))
-    if run_head:
-        outputs[LOGITS] = model.decode_head.forward(feats)
-    return feats, outputs
-
-
-def teacher_needs_head(teacher_layers: Sequence[str]) -> bool:
-    """Whether distilling these teacher layers needs its decode head (the
-    teacher's backbone alone is run otherwise)."""
-    return any(spec == LOGITS or spec.startswith('decode_head.')
-               for spec in teacher_layers)
-
-
-def _parse_layer(spec: str) -> Tuple[str, Optional[int]]:
-    """``('backbone'|'neck', i)``, ``('logits', None)`` or
-    ``('module', None)``."""
-    match = re.fullmatch(r'(backbone|neck)\.out\.(\d+)', spec)
-    if match:
-        return match.group(1), int(match.group(2))
-    if spec == LOGITS:
-        return 'logits', None
-    return 'module', None
 
 
 @MODELS.register_module()
@@ -301,8 +120,8 @@ class DistillEncoderDecoder(EncoderDecoder):
                              'one distillation loss.')
         self.distill_losses = nn.ModuleList()
         self.distill_pairs: List[Tuple[str, str]] = []
-        self._student_taps: Dict[str, _OutputTap] = {}
-        self._teacher_taps: Dict[str, _OutputTap] = {}
+        self._student_taps: Dict[str, OutputTap] = {}
+        self._teacher_taps: Dict[str, OutputTap] = {}
         # Building the teacher and the losses leaves the global RNG as it
         # was: with the same seed, a distillation run and a plain student
         # run start from the same student and draw the same numbers.
@@ -321,8 +140,9 @@ class DistillEncoderDecoder(EncoderDecoder):
         self._teacher_runs_head = teacher_needs_head(
             [spec for _, spec in self.distill_pairs])
         self.distill_loss_multiplier = 1.0
-        self.register_state_dict_post_hook(_drop_distill_state)
-        self.register_load_state_dict_post_hook(_allow_missing_distill_state)
+        self.register_state_dict_post_hook(drop_distill_state)
+        self.register_load_state_dict_post_hook(
+            allow_missing_distill_state)
 
     @property
     def teacher(self) -> EncoderDecoder:
@@ -334,6 +154,8 @@ class DistillEncoderDecoder(EncoderDecoder):
     def _check_preprocessing(self) -> None:
 
         def normalisation(preprocessor: nn.Module) -> tuple:
+            # SegDataPreProcessor keeps mean/std buffers only when it
+            # normalises, and says so only in this private flag.
             enabled = getattr(preprocessor, '_enable_normalize', False)
             return (getattr(preprocessor, 'channel_conversion', False),
                     enabled and preprocessor.mean.flatten().tolist(),
@@ -376,7 +198,7 @@ class DistillEncoderDecoder(EncoderDecoder):
 
     def _check_layer(self, where: str, role: str, spec: str) -> None:
         model = self if role == 'student' else self.teacher
-        kind, out_index = _parse_layer(spec)
+        kind, out_index = parse_layer(spec)
         if kind == 'neck' and not model.with_neck:
             raise ValueError(f'{where}: {role}={spec!r}, but the {role} has '
                              f'no neck. {LAYER_HELP}')
@@ -395,7 +217,7 @@ class DistillEncoderDecoder(EncoderDecoder):
         taps = self._student_taps if role == 'student' else \
             self._teacher_taps
         if spec not in taps:
-            taps[spec] = _OutputTap()
+            taps[spec] = OutputTap()
             module.register_forward_hook(taps[spec])
 
     # -- the teacher stays frozen and follows the student's device --------
@@ -438,14 +260,14 @@ class DistillEncoderDecoder(EncoderDecoder):
 
     # -- training ---------------------------------------------------------
 
-    def _where(self, index: int) -> str:
+    def _describe_pair(self, index: int) -> str:
         student, teacher = self.distill_pairs[index]
         return (f'model.distill_losses[{index}] '
                 f'({type(self.distill_losses[index]).__name__}, '
                 f'student={student!r}, teacher={teacher!r})')
 
-    def _select(self, outputs: Dict[str, Tensor],
-                role: str) -> Dict[str, Tensor]:
+    def _distilled_maps(self, outputs: Dict[str, Tensor],
+                        role: str) -> Dict[str, Tensor]:
         """The maps of ``role`` that the losses use: return-value layers
         from ``outputs``, submodule layers from their forward hooks."""
         taps = self._student_taps if role == 'student' else \
@@ -463,7 +285,7 @@ class DistillEncoderDecoder(EncoderDecoder):
             spec = pair[0] if role == 'student' else pair[1]
             if spec not in outputs:
                 raise DistillShapeError(
-                    f'{self._where(index)}: the {role} gives no layer '
+                    f'{self._describe_pair(index)}: the {role} gives no layer '
                     f'{spec!r}; it gives {sorted(outputs)}. {LAYER_HELP}')
             selected[spec] = outputs[spec]
         return selected
@@ -485,7 +307,7 @@ class DistillEncoderDecoder(EncoderDecoder):
             with torch.no_grad():
                 _, teacher = layer_outputs(self.teacher, inputs,
                                            self._teacher_runs_head)
-                teacher = self._select(teacher, 'teacher')
+                teacher = self._distilled_maps(teacher, 'teacher')
             feats, student = layer_outputs(self, inputs, run_head=True)
             losses = add_prefix(
                 self.decode_head.loss_by_feat(student[LOGITS],
@@ -493,15 +315,15 @@ class DistillEncoderDecoder(EncoderDecoder):
             if self.with_auxiliary_head:
                 losses.update(
                     self._auxiliary_head_forward_train(feats, data_samples))
-            student = self._select(student, 'student')
+            student = self._distilled_maps(student, 'student')
         finally:
             for tap in taps:
                 tap.armed, tap.output = False, None
         losses.update(self._distill(student, teacher, data_samples))
         return losses
 
-    def _distill(self, student: Dict[str, Tensor], teacher: Dict[str,
-                                                               Tensor],
+    def _distill(self, student: Dict[str, Tensor],
+                 teacher: Dict[str, Tensor],
                  data_samples: SampleList) -> Dict[str, Tensor]:
         losses = {}
         for index, (loss, (s_spec, t_spec)) in enumerate(
@@ -514,7 +336,7 @@ class DistillEncoderDecoder(EncoderDecoder):
                 value = loss(student[s_spec], teacher[t_spec], **kwargs)
             except DistillShapeError as err:
                 raise DistillShapeError(
-                    f'{self._where(index)}: {err}') from None
+                    f'{self._describe_pair(index)}: {err}') from None
             losses[f'distill.{loss.loss_name}'] = (
                 value * self.distill_loss_multiplier)
         return losses

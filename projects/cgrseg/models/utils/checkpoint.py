@@ -18,12 +18,8 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
-EFFICIENTFORMERV2_WIDTHS = {
-    (32, 48, 96, 176): 's0',
-    (32, 48, 120, 224): 's1 (CGRSeg-T)',
-    (32, 64, 144, 288): 's2 (CGRSeg-B)',
-    (40, 80, 192, 384): 'l (CGRSeg-L)',
-}
+from ..backbones.efficientformer_v2 import (arch_label, arch_of_widths,
+                                            stage_widths)
 
 
 class CheckpointError(ValueError):
@@ -64,6 +60,22 @@ def read_checkpoint(path: str) -> dict:
     return ckpt
 
 
+def read_weights(path: str) -> dict:
+    """A checkpoint dict from ``.pth``/``.bin`` (``torch.load`` with
+    ``weights_only=True``) or ``.safetensors`` (timm's hub format)."""
+    if not path.endswith('.safetensors'):
+        return read_checkpoint(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint file not found: {path!r}')
+    try:
+        from safetensors.torch import load_file
+    except ImportError as err:
+        raise CheckpointError(
+            f'{path!r} is a safetensors file: `pip install safetensors`, or '
+            f'use the hub\'s pytorch_model.bin instead.') from err
+    return dict(load_file(path, device='cpu'))
+
+
 def state_dict_of(ckpt: dict) -> Dict[str, torch.Tensor]:
     """The weights inside a checkpoint dict (``state_dict``/``model``/plain),
     with DDP's ``module.`` prefix removed."""
@@ -88,16 +100,14 @@ def checkpoint_format(state_dict: Dict[str, torch.Tensor]) -> str:
     return 'unknown'
 
 
-def _guess_arch(state_dict: Dict[str, torch.Tensor], prefix: str) -> str:
-    try:
-        widths = (state_dict[f'{prefix}patch_embed.3.weight'].shape[0],
-                  state_dict[f'{prefix}network.1.proj.weight'].shape[0],
-                  state_dict[f'{prefix}network.3.proj.weight'].shape[0],
-                  state_dict[f'{prefix}network.5.conv.weight'].shape[0])
-    except KeyError:
+def _backbone_size(state_dict: Dict[str, torch.Tensor], prefix: str) -> str:
+    """``'EfficientFormerV2-s1 (CGRSeg-T)'``, or '' without the keys."""
+    widths = stage_widths(state_dict, prefix)
+    if widths is None:
         return ''
-    arch = EFFICIENTFORMERV2_WIDTHS.get(widths, f'unknown widths {widths}')
-    return f'EfficientFormerV2-{arch}'
+    arch = arch_of_widths(widths)
+    return 'EfficientFormerV2-' + (
+        arch_label(arch) if arch else f'unknown widths {widths}')
 
 
 def describe_checkpoint(ckpt: dict) -> str:
@@ -113,7 +123,7 @@ def describe_checkpoint(ckpt: dict) -> str:
         else:
             era = 'version-unknown'
         parts = [f'an mmseg {era} segmentor checkpoint']
-        arch = _guess_arch(state_dict, 'backbone.')
+        arch = _backbone_size(state_dict, 'backbone.')
         if arch:
             parts.append(f'backbone {arch}')
         if 'decode_head.conv_seg.weight' in state_dict:
@@ -121,7 +131,7 @@ def describe_checkpoint(ckpt: dict) -> str:
             parts.append(f'{n} classes')
         return ', '.join(parts)
     if fmt == 'efficientformerv2-imagenet':
-        arch = _guess_arch(state_dict, '')
+        arch = _backbone_size(state_dict, '')
         return (f'an EfficientFormerV2 ImageNet checkpoint (original release '
                 f'format{", " + arch if arch else ""})')
     if fmt == 'timm':
@@ -129,7 +139,7 @@ def describe_checkpoint(ckpt: dict) -> str:
     return 'a checkpoint of unknown format'
 
 
-def _listing(title: str, keys: List[str], limit: int = 8) -> str:
+def listing(title: str, keys: List[str], limit: int = 8) -> str:
     shown = '\n    '.join(keys[:limit])
     more = f'\n    ... and {len(keys) - limit} more' if len(keys) > limit else ''
     return f'  {title} ({len(keys)}):\n    {shown}{more}'
@@ -146,7 +156,7 @@ def mismatch_report(model: nn.Module,
         for k, v in state_dict.items() if k in own and v.shape != own[k].shape
     ]
     parts = [
-        _listing(title, keys)
+        listing(title, keys)
         for title, keys in (('missing in checkpoint', missing),
                             ('unexpected in checkpoint', unexpected),
                             ('shape mismatch', shapes)) if keys

@@ -1,29 +1,43 @@
-"""Conversions between checkpoint formats.
+"""EfficientFormerV2 weights: the size of a checkpoint, timm's key names, and
+initialising the backbone from ImageNet weights.
 
-* :func:`convert_timm_efficientformerv2`: timm's EfficientFormerV2 weights
-  (``efficientformerv2_{s0,s1,s2,l}.snap_dist_in1k``) to the key names of the
-  original EfficientFormerV2 release (``eformer_*_450.pth``), which are the
-  names of this package's backbone.
-* :func:`convert_cgrseg_0x`: a CGRSeg checkpoint written by mmseg 0.x
-  (mmcv runner: ``meta``, ``state_dict``, ``optimizer``) to an mmseg 1.x
-  (MMEngine) checkpoint.
-
-Both refuse keys they do not know, listing them, instead of dropping them.
+The backbone's keys are those of the original EfficientFormerV2 release
+(``eformer_*_450.pth``); timm's (``efficientformerv2_*.snap_dist_in1k``) are
+renamed to them by :func:`convert_timm_efficientformerv2`.
 """
 import math
-import os
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-import mmengine
-import numpy as np
 import torch
 import torch.nn as nn
+from mmengine.logging import MMLogger
 
-from .checkpoint import (EFFICIENTFORMERV2_WIDTHS, CheckpointError,
-                         _listing, checkpoint_format, describe_checkpoint,
-                         mismatch_report, read_checkpoint, state_dict_of)
+from ..utils.checkpoint import (CheckpointError, checkpoint_format,
+                                describe_checkpoint, listing,
+                                mismatch_report, read_weights, state_dict_of)
+from .efficientformer_v2 import (ARCH_SETTINGS, WIDTH_KEYS, arch_label,
+                                 arch_of_widths, relative_offset_index,
+                                 stage_widths)
+
+
+def efficientformerv2_arch(state_dict: Dict[str, torch.Tensor],
+                           prefix: str = '') -> str:
+    """'s0', 's1', 's2' or 'l', from the stage widths of the weights (keys
+    in the original naming, after ``prefix``)."""
+    widths = stage_widths(state_dict, prefix)
+    if widths is None:
+        raise CheckpointError(
+            f'cannot tell the EfficientFormerV2 size: no '
+            f'{[prefix + k for k in WIDTH_KEYS if prefix + k not in state_dict]}.')
+    arch = arch_of_widths(widths)
+    if arch is None:
+        raise CheckpointError(
+            f'stage widths {widths} are not those of an EfficientFormerV2 '
+            f'size ({sorted(arch_label(a) for a in ARCH_SETTINGS)}).')
+    return arch
+
 
 _BN_OR_CONV_LEAVES = ('weight', 'bias', 'running_mean', 'running_var',
                       'num_batches_tracked')
@@ -120,27 +134,20 @@ def attention_bias_index(bias_key: str, num_offsets: int) -> torch.Tensor:
     """The original release's ``attention_bias_idxs`` for an ImageNet bias
     table of ``num_offsets`` entries (timm does not store them).
 
-    The tables are laid out for a square key grid of side r = √num_offsets.
-    Attention4D: queries = keys, entry |Δy|·r + |Δx|. Attention downsample
-    (``network.*.attn.``): queries on the ⌈r/2⌉ grid at stride ⌈r/⌈r/2⌉⌉.
-    This is the original's numbering (offsets in order of first occurrence,
-    all of which occur for the first query).
+    The tables are laid out for a square key grid of side r = √num_offsets;
+    the attention downsample (``network.*.attn.``) has its queries on the
+    ⌈r/2⌉ grid at stride ⌈r/⌈r/2⌉⌉, Attention4D on the key grid.
     """
     side = math.isqrt(num_offsets)
     if side * side != num_offsets:
         raise CheckpointError(
             f'{bias_key} has {num_offsets} entries per head, which is not '
             f'a square token grid: not an EfficientFormerV2 bias table.')
-    keys = torch.arange(side)
     if re.fullmatch(r'network\.\d+\.attn\.attention_biases', bias_key):
         query_side = math.ceil(side / 2)
-        queries = torch.arange(query_side) * math.ceil(side / query_side)
-    else:
-        queries = keys
-    dy = (queries[:, None, None, None] - keys[None, None, :, None]).abs()
-    dx = (queries[None, :, None, None] - keys[None, None, None, :]).abs()
-    index = dy * side + dx
-    return index.reshape(len(queries)**2, side * side)
+        return relative_offset_index(query_side, side,
+                                     math.ceil(side / query_side))[0]
+    return relative_offset_index(side, side, 1)[0]
 
 
 def convert_timm_efficientformerv2(
@@ -182,111 +189,96 @@ def convert_timm_efficientformerv2(
         raise CheckpointError(
             'keys that timm\'s EfficientFormerV2 does not have (it has '
             'stem.*, stages.*, norm.*, head.*, head_dist.*):\n'
-            f'{_listing("unknown keys", unknown, limit=20)}\n'
+            f'{listing("unknown keys", unknown, limit=20)}\n'
             'Is this an EfficientFormerV2 checkpoint?')
     return converted
 
 
-def read_weights(path: str) -> dict:
-    """A checkpoint dict from ``.pth``/``.bin`` (``torch.load`` with
-    ``weights_only=True``) or ``.safetensors`` (timm's hub format)."""
-    if not path.endswith('.safetensors'):
-        return read_checkpoint(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file not found: {path!r}')
-    try:
-        from safetensors.torch import load_file
-    except ImportError as err:
+# ImageNet checkpoints have a classifier but no segmentation bias tables.
+CLASSIFIER_PREFIXES = ('norm.', 'head.', 'dist_head.')
+SEGMENTATION_ONLY_SUFFIXES = ('attention_biases_seg',
+                              'attention_bias_idxs_seg')
+
+
+def backbone_state_dict(ckpt: dict, path: str) -> Dict[str, torch.Tensor]:
+    """Backbone weights, under the original release's key names, from an
+    ImageNet checkpoint (original release or timm format) or a segmentor
+    checkpoint (``backbone.*``). The ImageNet classifier (``norm``, ``head``,
+    ``dist_head``/``head_dist``) is dropped, and the dropping is logged."""
+    state_dict = state_dict_of(ckpt)
+    fmt = checkpoint_format(state_dict)
+    if fmt == 'segmentor':
+        return {
+            k[len('backbone.'):]: v
+            for k, v in state_dict.items() if k.startswith('backbone.')
+        }
+    if fmt == 'timm':
+        try:
+            state_dict = convert_timm_efficientformerv2(state_dict)
+        except CheckpointError as err:
+            raise CheckpointError(f'{path!r}: {err}') from err
+    elif fmt != 'efficientformerv2-imagenet':
         raise CheckpointError(
-            f'{path!r} is a safetensors file: `pip install safetensors`, or '
-            f'use the hub\'s pytorch_model.bin instead.') from err
-    return dict(load_file(path, device='cpu'))
+            f'backbone checkpoint {path!r} looks like '
+            f'{describe_checkpoint(ckpt)}; only EfficientFormerV2 ImageNet '
+            f'checkpoints (the original release, keys patch_embed.*/'
+            f'network.*, or timm, keys stem.*/stages.*) and segmentor '
+            f'checkpoints (backbone.*) can initialise the backbone.')
+    classifier = [k for k in state_dict if k.startswith(CLASSIFIER_PREFIXES)]
+    if classifier:
+        MMLogger.get_current_instance().info(
+            f'EfficientFormerV2: {path}: ignoring the ImageNet classifier '
+            f'({len(classifier)} entries: {", ".join(classifier)}).')
+    return {k: v for k, v in state_dict.items() if k not in classifier}
 
 
-def efficientformerv2_arch(state_dict: Dict[str, torch.Tensor],
-                           prefix: str = '') -> str:
-    """'s0', 's1', 's2' or 'l', from the stage widths of the weights (keys
-    in the original naming, after ``prefix``)."""
-    names = ('patch_embed.3.weight', 'network.1.proj.weight',
-             'network.3.proj.weight', 'network.5.conv.weight')
-    missing = [prefix + n for n in names if prefix + n not in state_dict]
-    if missing:
-        raise CheckpointError(
-            f'cannot tell the EfficientFormerV2 size: no {missing}.')
-    widths = tuple(state_dict[prefix + n].shape[0] for n in names)
-    if widths not in EFFICIENTFORMERV2_WIDTHS:
-        raise CheckpointError(
-            f'stage widths {widths} are not those of an EfficientFormerV2 '
-            f'size ({sorted(EFFICIENTFORMERV2_WIDTHS.values())}).')
-    return EFFICIENTFORMERV2_WIDTHS[widths].split()[0]
-
-
-def _plain(value):
-    """numpy values (and containers of them) as Python builtins, so that
-    the converted file loads with ``weights_only=True``."""
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-_0X_PROVENANCE = ('mmcv_version', 'mmseg_version', 'iter', 'epoch', 'time')
-
-
-def convert_cgrseg_0x(ckpt: dict,
-                      source: str = '') -> Tuple[dict, List[str]]:
-    """The mmseg 1.x (MMEngine) checkpoint of a 0.x CGRSeg checkpoint.
-
-    The weights keep their keys (the port's keys are the original's), less
-    DDP's ``module.`` prefix. ``meta.CLASSES``/``PALETTE`` become
-    ``meta.dataset_meta`` (``classes``/``palette``, read by
-    ``mmseg.apis.init_model``); versions and the iteration are kept under
-    ``meta.converted_from``.
-
-    Returns:
-        (the new checkpoint, the top-level and ``meta`` entries left out,
-        e.g. ``optimizer`` and ``meta.config``).
+def complete_backbone_state_dict(
+        backbone: nn.Module,
+        state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state_dict`` plus the backbone's own segmentation bias tables where
+    it has none (ImageNet checkpoints never do; they stay at their initial
+    zeros, as in the original).
 
     Raises:
-        CheckpointError: if ``ckpt`` is not an mmseg segmentor checkpoint,
-            or is already a 1.x one.
+        CheckpointError: listing every other missing, unexpected or
+            mis-shaped key.
     """
-    state_dict = state_dict_of(ckpt)
-    if checkpoint_format(state_dict) != 'segmentor':
-        raise CheckpointError(
-            f'{source or "the checkpoint"} is {describe_checkpoint(ckpt)}, '
-            f'not an mmseg 0.x CGRSeg checkpoint (keys backbone.*, '
-            f'decode_head.*).')
-    meta = ckpt.get('meta') or {}
-    if 'mmengine_version' in meta:
-        raise CheckpointError(
-            f'{source or "the checkpoint"} is already an mmseg 1.x '
-            f'(MMEngine) checkpoint; load it as it is.')
-    origin = {'file': os.path.basename(source)} if source else {}
-    origin.update({k: _plain(meta[k]) for k in _0X_PROVENANCE if k in meta})
-    new_meta = {
-        'mmengine_version': mmengine.__version__,
-        'converted_from': origin
-    }
-    if 'CLASSES' in meta:
-        new_meta['dataset_meta'] = {
-            'classes': _plain(meta['CLASSES']),
-            'palette': _plain(meta.get('PALETTE'))
-        }
-    kept = set(_0X_PROVENANCE) | {'CLASSES', 'PALETTE'}
-    left_out = [k for k in ckpt if k not in ('meta', 'state_dict')]
-    left_out += [f'meta.{k}' for k in meta if k not in kept]
-    return {'meta': new_meta, 'state_dict': state_dict}, left_out
-
-
-def check_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
-                     what: str) -> None:
-    """Raise a :class:`CheckpointError` listing the missing, unexpected and
-    mis-shaped keys of ``state_dict`` for ``model`` (``what`` names both).
-    """
-    report = mismatch_report(model, state_dict)
+    state_dict = dict(state_dict)
+    for key, value in backbone.state_dict().items():
+        if key.endswith(SEGMENTATION_ONLY_SUFFIXES) and key not in state_dict:
+            state_dict[key] = value
+    report = mismatch_report(backbone, state_dict)
     if report:
-        raise CheckpointError(f'{what} does not fit:\n{report}')
+        raise CheckpointError(
+            f'does not fit EfficientFormerV2-'
+            f'{getattr(backbone, "arch", "?")}:\n{report}\nCheck that '
+            f'model.backbone.arch matches the checkpoint.')
+    return state_dict
+
+
+def load_pretrained_backbone(backbone: nn.Module, path: str) -> None:
+    """Load ImageNet weights (original release or timm format, ``.pth`` or
+    ``.safetensors``) into ``backbone``, strictly but for the keys an
+    ImageNet checkpoint cannot have (the segmentation bias tables, which stay
+    at zero as in the original) and the classifier it has in excess."""
+    try:
+        ckpt = read_weights(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f'backbone init_cfg checkpoint {path!r} does not exist. Download '
+            f'the EfficientFormerV2 ImageNet weights (e.g. eformer_s1_450.pth '
+            f'for CGRSeg-T, eformer_s2_450.pth for B, eformer_l_450.pth for '
+            f'L, from the EfficientFormer release, or timm\'s '
+            f'efficientformerv2_{{s1,s2,l}}.snap_dist_in1k) to that path, or '
+            f'set model.backbone.init_cfg=None to train from scratch.'
+        ) from err
+    description = describe_checkpoint(ckpt)
+    state_dict = backbone_state_dict(ckpt, path)
+    try:
+        state_dict = complete_backbone_state_dict(backbone, state_dict)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f'backbone checkpoint {path!r} ({description}) {err}') from err
+    backbone.load_state_dict(state_dict, strict=True)
+    MMLogger.get_current_instance().info(
+        f'EfficientFormerV2: loaded {path} ({description}).')
