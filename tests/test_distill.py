@@ -46,6 +46,8 @@ KD_ADE = str(DISTILL /
 KD_ADE_CONVNEXT = str(
     DISTILL /
     'kd_upernet-convnext-b-to-cgrseg-t_4xb4-adamw-160k_ade20k-512x512.py')
+KD_ADE_SEGNEXT = str(
+    DISTILL / 'kd_segnext-l-to-cgrseg-t_4xb4-adamw-160k_ade20k-512x512.py')
 ADE_T = str(REPO / 'configs' / 'cgrseg' /
             'cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512.py')
 
@@ -574,6 +576,36 @@ def test_convnext_recipe_student_is_the_plain_ade20k_student():
     configure_sync_bn(plain)
     assert list(MODELS.build(student_config(cfg.model)).state_dict()) == \
         list(MODELS.build(plain.model).state_dict())
+
+
+def test_segnext_recipe_takes_a_real_training_step(tmp_path):
+    """The default-install strong teacher (mmseg's SegNeXt-L): the ADE20K
+    recipe builds, its student is the plain ADE20K CGRSeg-T, and one
+    optimizer step of the config's own wrapper moves the student, keeps the
+    teacher, and logs both distillation losses."""
+    cfg = Config.fromfile(KD_ADE_SEGNEXT)
+    assert cfg.model.teacher.config.startswith('mmseg::segnext/')
+    teacher = save_random_teacher(cfg.model.teacher.config,
+                                  str(tmp_path / 'segnext-l.pth'))
+    cfg = kd_cfg(KD_ADE_SEGNEXT, teacher)
+    plain = Config.fromfile(ADE_T)
+    configure_sync_bn(plain)
+    assert list(MODELS.build(student_config(cfg.model)).state_dict()) == \
+        list(MODELS.build(plain.model).state_dict())
+    cfg.model.data_preprocessor.size = (64, 64)  # not padded to 512x512
+    model = MODELS.build(cfg.model)
+    model.train()
+    teacher_before = {k: v.clone()
+                      for k, v in model.teacher.state_dict().items()}
+    student_before = model.backbone.patch_embed[0].weight.clone()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    log_vars = model.train_step(raw_batch(2, 64), wrapper)
+    assert log_vars['distill.loss_cwd'] > 0
+    assert log_vars['distill.loss_mimic'] > 0
+    assert not torch.equal(model.backbone.patch_embed[0].weight,
+                           student_before)
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key
 
 
 def test_convnext_teacher_needs_mmpretrain(tmp_path):
