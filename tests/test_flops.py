@@ -10,6 +10,7 @@ import importlib.util
 import pytest
 
 from cgrseg.deploy.loading import init_segmentor
+from e2e import documented
 from reference import CONFIGS, REPO_ROOT
 
 PAPER_GFLOPS = {'t': 4.0, 'b': 7.6, 'l': 14.9}
@@ -55,9 +56,14 @@ def test_paper_complexity_at_512(get_flops, variant):
     }
 
 
-def test_cli_prints_both_conventions(get_flops, capsys):
-    get_flops.main([str(REPO_ROOT / CONFIGS['t']), '--shape', '64'])
+def test_cli_prints_both_conventions(get_flops, capsys, monkeypatch):
+    """The model zoo README's command (run in this process)."""
+    command = documented('configs/cgrseg/README.md',
+                         'python tools/analysis_tools/get_flops.py configs/')
+    assert command[1] == 'tools/analysis_tools/get_flops.py'
+    monkeypatch.chdir(REPO_ROOT)
+    get_flops.main(command[2:])
     out = capsys.readouterr().out
-    assert 'input 1x3x64x64' in out
+    assert 'input 1x3x512x512' in out
     assert 'GFLOPs, paper' in out and 'GFLOPs, mmengine' in out
     assert 'params (M)                9.365' in out

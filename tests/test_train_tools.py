@@ -384,11 +384,13 @@ def test_mim_train_and_test(install, demo_run, data_root, tmp_path):
     mim = [sys.executable, '-m', 'mim']
     config = osp.basename(DEMO_CONFIG)
     run(mim + ['train', 'cgrseg', config, '--work-dir', str(tmp_path / 'w'),
-               '--cfg-options', *tiny_schedule(data_root, 2, 2)],
+               '--cfg-options', *tiny_schedule(data_root, 2, 2),
+               'val_dataloader.dataset.indices=2'],
         env=env, cwd=str(tmp_path))
     assert osp.exists(tmp_path / 'w' / 'iter_2.pth')
     proc = run(mim + ['test', 'cgrseg', config, '--checkpoint',
                       str(tmp_path / 'w' / 'iter_2.pth'), '--cfg-options',
-                      f'test_dataloader.dataset.data_root={data_root}'],
+                      f'test_dataloader.dataset.data_root={data_root}',
+                      'test_dataloader.dataset.indices=2'],
                env=env, cwd=str(tmp_path))
     assert 'mIoU' in proc.stdout + proc.stderr
