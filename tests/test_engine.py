@@ -9,8 +9,8 @@ from mmengine.runner import Runner
 
 from cgrseg.engine.hooks.rng_state_hook import (capture_rng_state,
                                                 restore_rng_state)
-from cgrseg.engine.launch import (configure_amp, configure_sync_bn,
-                                  unexpected_keyword_message)
+from cgrseg.engine.tool_setup import (configure_amp, configure_sync_bn,
+                                      unexpected_keyword_message)
 from cgrseg.models.utils.labels import check_label_range
 from e2e import DEMO_CONFIG, tiny_schedule
 

@@ -16,9 +16,9 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 from cgrseg.datasets import check_data_roots
-from cgrseg.engine.launch import (build_runner, config_key_errors,
-                                  configure_sync_bn, init_cpu_distributed,
-                                  load_tool_config)
+from cgrseg.engine.tool_setup import (build_runner, config_key_errors,
+                                      configure_sync_bn, init_cpu_distributed,
+                                      load_tool_config)
 from cgrseg.deploy.loading import init_segmentor
 from cgrseg.models.utils.checkpoint import CheckpointError
 

@@ -19,10 +19,10 @@ from mmengine.config import DictAction
 
 from cgrseg.datasets import check_data_roots
 from cgrseg.engine import CheckpointWriteError, signal_exit_status
-from cgrseg.engine.launch import (build_runner, check_resume_checkpoint,
-                                  config_key_errors, configure_amp,
-                                  configure_sync_bn, init_cpu_distributed,
-                                  load_tool_config)
+from cgrseg.engine.tool_setup import (build_runner, check_resume_checkpoint,
+                                      config_key_errors, configure_amp,
+                                      configure_sync_bn, init_cpu_distributed,
+                                      load_tool_config)
 from cgrseg.models.utils.checkpoint import CheckpointError
 
 

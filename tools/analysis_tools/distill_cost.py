@@ -76,7 +76,7 @@ def parse_args() -> argparse.Namespace:
 
 def load_cfg(args: argparse.Namespace) -> Config:
     import cgrseg  # noqa: F401
-    from cgrseg.engine.launch import configure_amp, configure_sync_bn
+    from cgrseg.engine.tool_setup import configure_amp, configure_sync_bn
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     cfg.model.backbone.init_cfg = None

@@ -17,7 +17,7 @@ from mmseg.models.decode_heads.ocr_head import SpatialGatherModule
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 
-from ..layers import RCM, DPGHead, FuseBlockMulti, PyramidPoolAgg
+from ..layers import RCM, DPGBlock, FuseBlockMulti, PyramidPoolAgg
 from ..utils.labels import check_label_range
 
 
@@ -49,7 +49,7 @@ class CGRSegHead(BaseDecodeHead):
        (:class:`FuseBlockMulti`), giving (B, channels, H/8, W/8).
     3. Dynamic prototype guidance: coarse logits ``cls_seg(linear_fuse(x))``
        weight a spatial gather of class prototypes (B, channels, K, 1);
-       :class:`DPGHead` turns them into a channel gate and
+       :class:`DPGBlock` turns them into a channel gate and
        ``cls_seg(x · gate + x)`` gives the logits (B, K, H/8, W/8).
 
     Args (besides :class:`BaseDecodeHead`'s; the original's names in brackets):
@@ -119,7 +119,7 @@ class CGRSegHead(BaseDecodeHead):
         self.conv = nn.ModuleList(
             nn.Conv2d(channels, c, 1) for c in self.in_channels[:-1])
         self.spatial_gather_module = SpatialGatherModule(1)
-        self.lgc = DPGHead(channels, channels)
+        self.lgc = DPGBlock(channels, channels)
 
     def _check_inputs(self, inputs: List[torch.Tensor]) -> None:
         for i, (x, c) in enumerate(zip(inputs, self.in_channels)):

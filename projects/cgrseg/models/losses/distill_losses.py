@@ -6,7 +6,7 @@ Each loss takes the student map first and the teacher map second, both
 common size (``resize_to``); the teacher map never receives a gradient (the
 teacher runs under ``torch.no_grad``). Computations run in float32, also
 under autocast. A map pair that cannot be compared raises
-:class:`DistillShapeError`, which :class:`DistillEncoderDecoder` reports
+:class:`DistillLayerError`, which :class:`DistillEncoderDecoder` reports
 together with the config entry (``model.distill_losses[i]``).
 """
 from typing import Optional, Tuple
@@ -19,8 +19,9 @@ from torch import Tensor
 RESIZE_TARGETS = ('student', 'teacher')
 
 
-class DistillShapeError(ValueError):
-    """A student/teacher map pair that a distillation loss cannot compare."""
+class DistillLayerError(ValueError):
+    """A distillation layer that is missing, is not a tensor, or whose
+    student/teacher maps a distillation loss cannot compare."""
 
 
 def _check_common(name: str, loss_weight: float, resize_to: str,
@@ -44,18 +45,18 @@ def _check_temperature(name: str, key: str, value: float) -> None:
 
 def _check_4d(student: Tensor, teacher: Tensor) -> None:
     if student.dim() != 4 or teacher.dim() != 4:
-        raise DistillShapeError(
+        raise DistillLayerError(
             f'expected (N, C, H, W) maps, got student '
             f'{tuple(student.shape)} and teacher {tuple(teacher.shape)}.')
     if student.shape[0] != teacher.shape[0]:
-        raise DistillShapeError(
+        raise DistillLayerError(
             f'batch sizes differ: student {tuple(student.shape)}, teacher '
             f'{tuple(teacher.shape)}.')
 
 
 def _check_same_channels(student: Tensor, teacher: Tensor) -> None:
     if student.shape[1] != teacher.shape[1]:
-        raise DistillShapeError(
+        raise DistillLayerError(
             f'the student map has {student.shape[1]} channels and the '
             f'teacher map {teacher.shape[1]} '
             f'(student {tuple(student.shape)}, teacher '
@@ -297,7 +298,7 @@ class FeatureMimicLoss(nn.Module):
                                       ('teacher', teacher,
                                        self.teacher_channels)):
                 if x.shape[1] != expected:
-                    raise DistillShapeError(
+                    raise DistillLayerError(
                         f'the {role} map has {x.shape[1]} channels '
                         f'({tuple(x.shape)}) but {role}_channels is '
                         f'{expected}: set {role}_channels={x.shape[1]}.')
