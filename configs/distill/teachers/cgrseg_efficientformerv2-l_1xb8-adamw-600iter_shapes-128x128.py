@@ -15,10 +15,8 @@ model = dict(
         band_kernel_size=9,
         neck_band_kernel_size=9))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=50),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
-         end=600),
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], end=600),
 ]
 train_cfg = dict(max_iters=600, val_interval=200)
 default_hooks = dict(checkpoint=dict(interval=200))
