@@ -15,10 +15,9 @@ from mmcv.cnn import ConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.decode_heads.ocr_head import SpatialGatherModule
 from mmseg.registry import MODELS
-from mmseg.utils import ConfigType, SampleList
+from mmseg.utils import ConfigType
 
 from ..layers import RCM, DPGBlock, FuseBlockMulti, PyramidPoolAgg
-from ..utils.labels import check_label_range
 
 
 class RCMStack(nn.Module):
@@ -129,12 +128,6 @@ class CGRSegHead(BaseDecodeHead):
                     f'{self.in_index[i]}) should have {c} channels, got '
                     f'shape {tuple(x.shape)}; in_channels/in_index must '
                     f'match the backbone.')
-
-    def loss_by_feat(self, seg_logits: torch.Tensor,
-                     batch_data_samples: SampleList) -> dict:
-        check_label_range(batch_data_samples, self.out_channels,
-                          self.ignore_index)
-        return super().loss_by_feat(seg_logits, batch_data_samples)
 
     def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
         feats = self._transform_inputs(inputs)
