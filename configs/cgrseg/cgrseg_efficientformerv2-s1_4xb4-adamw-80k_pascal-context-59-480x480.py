@@ -15,7 +15,7 @@
 # *_4xb4-{40k,80k}_pascal-context-59-480x480 configs). Whole-image
 # inference as in the authors' configs, not mmseg's sliding window.
 # The backbone keeps resolution=512 (the layout of the checkpoints' attention
-# bias tables), which are resized for 480x480 inputs as the original did.
+# bias tables), which are resized for 480x480 inputs (docs/porting.md Q3).
 _base_ = [
     '../_base_/models/cgrseg_efficientformerv2.py',
     '../_base_/datasets/pascal_context_59.py',

@@ -79,7 +79,6 @@ def load_cfg(args: argparse.Namespace) -> Config:
     from cgrseg.engine.tool_setup import configure_amp, configure_sync_bn
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    cfg.model.backbone.init_cfg = None
     cfg.model.teacher.checkpoint = args.teacher_checkpoint
     if args.device == 'cpu':
         configure_sync_bn(cfg)

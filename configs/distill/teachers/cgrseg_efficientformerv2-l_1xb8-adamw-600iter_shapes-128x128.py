@@ -1,7 +1,6 @@
 # Demo teacher for distillation (same family): CGRSeg-L trained from scratch
 # on the embedded SyntheticShapes data, twice as long as the CGRSeg-T demo
-# (600 iterations; 2.5 s per iteration, about 25 minutes, with one thread
-# while another run shared a 2-core machine). Its last checkpoint,
+# (600 iterations; run time in docs/distillation.md). Its last checkpoint,
 # work_dirs/<this config's name>/iter_600.pth, is the teacher of
 # configs/distill/kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py.
 _base_ = ('../../cgrseg/'

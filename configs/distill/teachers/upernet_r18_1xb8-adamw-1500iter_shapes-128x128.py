@@ -3,8 +3,8 @@
 # SyntheticShapes data for 1500 iterations (the CPU stand-in for the
 # UPerNet-ConvNeXt teacher of the ADE20K recipe, which needs mmpretrain).
 # 1500 iterations, because after 600 it stayed below the CGRSeg-T demo
-# student (docs/distillation.md has the measured runs). The UPerHead is narrowed to
-# 128 channels (mmseg's 512 would mean 16x the work in its 3x3
+# student (docs/distillation.md has the measured runs). The UPerHead is
+# narrowed to 128 channels (mmseg's 512 would mean 16x the work in its 3x3
 # convolutions). Its last checkpoint, work_dirs/<this config's name>/
 # iter_1500.pth, is the teacher of configs/distill/
 # kd_upernet-r18-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py.

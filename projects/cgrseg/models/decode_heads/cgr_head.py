@@ -1,10 +1,11 @@
 """CGRSeg decode head (Ni et al., "Context-Guided Spatial Feature
 Reconstruction for Efficient Semantic Segmentation", ECCV 2024).
 
-State-dict keys follow the original ``CGRSeg`` head, so its checkpoints load
+State-dict keys are those of the released CGRSeg checkpoints, which load
 unchanged: ``linear_fuse``, ``trans.transformer_blocks.N``,
 ``SIM.{i}.{fuse1,fuse2}``, ``meta.{i}``, ``conv.{i}``, ``lgc`` and mmseg's
-``conv_seg``.
+``conv_seg``. The released configs' argument names are mapped to these in
+docs/porting.md (Names).
 """
 from typing import List, Sequence
 
@@ -51,17 +52,17 @@ class CGRSegHead(BaseDecodeHead):
        :class:`DPGBlock` turns them into a channel gate and
        ``cls_seg(x · gate + x)`` gives the logits (B, K, H/8, W/8).
 
-    Args (besides :class:`BaseDecodeHead`'s; the original's names in brackets):
-        depthwise_fuse: ``linear_fuse`` is depthwise (``is_dw``).
-        neck_depth: RCM blocks in the global neck (``next_repeat``).
-        mlp_ratio: RCM MLP expansion (``mr``).
-        band_kernel_size: band kernel of the per-level RCMs (``dw_size``).
-        neck_band_kernel_size: band kernel of the neck RCMs (``neck_size``).
+    Args (besides :class:`BaseDecodeHead`'s):
+        depthwise_fuse: ``linear_fuse`` is depthwise.
+        neck_depth: RCM blocks in the global neck.
+        mlp_ratio: RCM MLP expansion.
+        band_kernel_size: band kernel of the per-level RCMs.
+        neck_band_kernel_size: band kernel of the neck RCMs.
         square_kernel_size: RCA local depthwise kernel.
-        rca_ratio: RCA excitation channel ratio (``ratio``).
-        block_norm_cfg: norm of the RCM/RCA blocks; the original hard-coded
-            plain BN there. ``norm_cfg`` is used by ``linear_fuse`` and the
-            fusion blocks (the original hard-coded SyncBN in the latter).
+        rca_ratio: RCA excitation channel ratio.
+        block_norm_cfg: norm of the RCM/RCA blocks (plain BN by default, as
+            the released models were trained: docs/porting.md H1).
+            ``norm_cfg`` is used by ``linear_fuse`` and the fusion blocks.
 
     The head always selects several inputs (``input_transform`` is
     ``'multiple_select'``), one per ``in_channels`` entry.
