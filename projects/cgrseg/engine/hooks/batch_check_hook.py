@@ -80,11 +80,8 @@ def check_label_range(samples: Sequence[SegDataSample], num_classes: int,
 class BatchCheckHook(Hook):
     """Fails with the file names, before the model sees the batch, instead
     of NaN weights, a deep shape error in the metric, an index error in the
-    loss, or training on label maps that do not fit their images.
-
-    The label range is checked in training, against the decode head's
-    ``num_classes`` and ``ignore_index``; in testing the metric ignores
-    values outside the classes."""
+    loss (label range, checked in training only: the metric ignores labels
+    outside the classes), or training on label maps that do not fit."""
 
     priority = 'VERY_HIGH'
 
