@@ -26,11 +26,11 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from cgrseg.engine.hooks import DistillCheckpointHook, DistillLossWeightHook
-from cgrseg.engine.launch import configure_sync_bn
+from cgrseg.engine.tool_setup import configure_sync_bn
 from cgrseg.models import DistillEncoderDecoder
 from cgrseg.models.segmentors.distill_encoder_decoder import student_config
 from cgrseg.models.segmentors.teacher import build_teacher_model
-from cgrseg.models.losses import DistillShapeError
+from cgrseg.models.losses import DistillLayerError
 from cgrseg.models.utils.checkpoint import (CheckpointError,
                                             load_segmentor_checkpoint)
 from e2e import DEMO_CONFIG, REPO, documented, run, tiny_schedule
@@ -317,7 +317,7 @@ def test_missing_output_is_a_clear_error(teachers):
     model = t_to_t_model(teachers, [
         dict(type='FeatureMimicLoss', student='backbone.out.7',
              teacher='backbone.out.3')])
-    with pytest.raises(DistillShapeError,
+    with pytest.raises(DistillLayerError,
                        match=r"distill_losses\[0\].*no layer "
                        r"'backbone.out.7'.*'backbone.out.3'"):
         model.loss(*batch())
@@ -378,14 +378,14 @@ def test_channel_mismatch_without_connector(teachers):
     mimic = dict(type='FeatureMimicLoss', student='backbone.out.3',
                  teacher='backbone.out.2')
     model = t_to_t_model(teachers, [mimic])
-    with pytest.raises(DistillShapeError,
+    with pytest.raises(DistillLayerError,
                        match=r"distill_losses\[0\] \(FeatureMimicLoss.*"
                        r"224 channels and the teacher map 120.*"
                        r"student_channels/teacher_channels"):
         model.loss(*batch())
     model = t_to_t_model(teachers, [
         dict(mimic, student_channels=224, teacher_channels=256)])
-    with pytest.raises(DistillShapeError, match='teacher_channels=120'):
+    with pytest.raises(DistillLayerError, match='teacher_channels=120'):
         model.loss(*batch())
 
 

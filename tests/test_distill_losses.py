@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cgrseg.models.losses import (ChannelWiseDistillationLoss,
-                                  DistillShapeError, FeatureMimicLoss,
+                                  DistillLayerError, FeatureMimicLoss,
                                   PixelwiseKLLoss)
 
 LN3 = math.log(3)
@@ -160,10 +160,10 @@ def test_channel_mismatch_is_a_clear_error():
     student, teacher = torch.zeros(1, 3, 2, 2), torch.zeros(1, 5, 2, 2)
     for loss in (PixelwiseKLLoss(), ChannelWiseDistillationLoss(),
                  FeatureMimicLoss()):
-        with pytest.raises(DistillShapeError,
+        with pytest.raises(DistillLayerError,
                            match='3 channels and the teacher map 5'):
             loss(student, teacher)
-    with pytest.raises(DistillShapeError, match='set teacher_channels=5'):
+    with pytest.raises(DistillLayerError, match='set teacher_channels=5'):
         FeatureMimicLoss(student_channels=3, teacher_channels=4)(student,
                                                                  teacher)
 

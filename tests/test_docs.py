@@ -51,3 +51,20 @@ def test_documented_command_names_existing_files(source, command):
             files = glob.glob(str(REPO / word))
             assert files and all(os.path.isfile(f) for f in files), \
                 f'{source}: {word!r} in `{command}` is not a file'
+
+
+def test_porting_codes_used_anywhere_are_defined_in_porting_md():
+    porting = (REPO / 'docs' / 'porting.md').read_text()
+    defined = set(re.findall(r'^\| ([QHM]\d+) \|', porting, re.M))
+    assert {'Q3', 'H1', 'M2'} <= defined, 'the table pattern is out of date'
+    used = {}
+    for pattern in ('projects/**/*.py', 'configs/**/*.py', 'tools/**/*.py',
+                    '*.md', 'docs/*.md', 'configs/**/*.md'):
+        for path in glob.glob(str(REPO / pattern), recursive=True):
+            with open(path) as file:
+                for code in re.findall(r'\b(?:porting\.md|quirk) ([QHM]\d+)\b',
+                                       file.read()):
+                    used.setdefault(code, path)
+    assert used, 'no code references found: the pattern is out of date'
+    assert not {code: path for code, path in used.items()
+                if code not in defined}

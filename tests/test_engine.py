@@ -7,11 +7,11 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from cgrseg.engine.hooks.batch_check_hook import check_label_range
 from cgrseg.engine.hooks.rng_state_hook import (capture_rng_state,
                                                 restore_rng_state)
-from cgrseg.engine.launch import (configure_amp, configure_sync_bn,
-                                  unexpected_keyword_message)
-from cgrseg.models.utils.labels import check_label_range
+from cgrseg.engine.tool_setup import (configure_amp, configure_sync_bn,
+                                      unexpected_keyword_message)
 from e2e import DEMO_CONFIG, tiny_schedule
 
 

@@ -1,11 +1,12 @@
 """Fault sweep: training meets a fault (kill -9 or a full disk while a
 checkpoint is written, SIGTERM, a corrupt image, a wrong-size label map,
-NaN input) and each test checks what the user sees and that nothing saved
+labels outside num_classes, NaN input) and each test checks what the user
+sees and that nothing saved
 before the fault is lost. Related faults tested elsewhere: a killed run
 resumes (test_train_tools.py::test_kill_and_resume_matches_uninterrupted_run),
 a truncated checkpoint (..._truncated_checkpoint_is_a_clear_error), an
 unreadable image (test_engine.py::test_unreadable_image_names_the_file), an
-inf loss, NaN weights, labels outside num_classes (test_engine.py)."""
+inf loss, NaN weights (test_engine.py)."""
 import glob
 import os
 import os.path as osp
@@ -193,8 +194,9 @@ def test_image_corrupted_mid_epoch_names_the_file(shapes_copy, tmp_path):
     runner = in_process_run(shapes_copy, tmp_path / 'work')
     # the batch of iteration 2 is loaded when iteration 1 is done
     runner.register_hook(AtIteration(1, corrupt))
-    with pytest.raises(AssertionError,
-                       match=r'failed to load image: .*img_dir/train/\d+\.png'):
+    with pytest.raises(
+            AssertionError,
+            match=r'failed to load image: .*img_dir/train/\d+\.png'):
         runner.train()
     assert checkpoint_iter(str(tmp_path / 'work' / 'iter_1.pth')) == 1
 
@@ -215,6 +217,20 @@ def test_label_map_of_the_wrong_size_names_the_file(split, shapes_copy,
         runner.train()
     if split == 'val':  # training ran, its checkpoint is saved
         assert checkpoint_iter(str(tmp_path / 'work' / 'iter_1.pth')) == 1
+
+
+def test_label_outside_num_classes_stops_training_naming_the_file(
+        shapes_copy, tmp_path):
+    import mmcv
+    for path in (shapes_copy / 'ann_dir' / 'train').glob('*.png'):
+        label = mmcv.imread(str(path), flag='unchanged')
+        label[62:66] = 9  # the demo has 5 classes; a band no crop misses
+        mmcv.imwrite(label, str(path))
+    runner = in_process_run(shapes_copy, tmp_path / 'work', iters=1)
+    with pytest.raises(ValueError, match=(
+            r'label map .*ann_dir/train/0\d+\.png contains values \[9\] '
+            r'outside \[0, 4\] \(ignore_index 255\)')):
+        runner.train()
 
 
 def test_nan_input_is_a_clear_error_and_the_weights_stay_finite(

@@ -2,7 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from cgrseg.models.layers import RCA, RCM, DPGHead, FuseBlockMulti, PyramidPoolAgg
+from cgrseg.models.layers import (RCA, RCM, DPGBlock, FuseBlockMulti,
+                                  PyramidPoolAgg)
 
 
 def test_rca_formula():
@@ -33,7 +34,7 @@ def test_rcm_is_residual_with_layer_scale():
 
 def test_dpg_at_init_halves_the_input():
     """H11: the last conv starts at zero, so the gate is sigmoid(0) = 0.5."""
-    dpg = DPGHead(6, 6)
+    dpg = DPGBlock(6, 6)
     x, protos = torch.randn(2, 6, 4, 4), torch.randn(2, 6, 10, 1)
     torch.testing.assert_close(dpg(x, protos), 0.5 * x)
     assert dpg.channel_mul_conv[-1].weight.abs().sum() == 0
@@ -41,7 +42,7 @@ def test_dpg_at_init_halves_the_input():
 
 def test_dpg_formula():
     torch.manual_seed(0)
-    dpg = DPGHead(6, 6)
+    dpg = DPGBlock(6, 6)
     torch.nn.init.normal_(dpg.channel_mul_conv[-1].weight)
     x, protos = torch.randn(2, 6, 4, 4), torch.randn(2, 6, 10, 1)
     w = F.conv2d(protos, dpg.conv_mask.weight, dpg.conv_mask.bias)

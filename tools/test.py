@@ -13,12 +13,12 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from cgrseg.datasets import check_data_roots
-from cgrseg.engine.launch import (build_runner, config_key_errors,
-                                  configure_sync_bn, init_cpu_distributed,
-                                  load_tool_config)
+from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
+                                      config_key_errors, init_cpu_distributed,
+                                      load_tool_config)
 from cgrseg.deploy.loading import init_segmentor
 from cgrseg.models.utils.checkpoint import CheckpointError
 
@@ -40,15 +40,7 @@ def parse_args() -> argparse.Namespace:
         '--wait-time', type=float, default=2, help='seconds between shows')
     parser.add_argument(
         '--tta', action='store_true', help='test time augmentation')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. test_dataloader.batch_size=2')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_arguments(parser, 'test_dataloader.batch_size=2')
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -103,7 +95,6 @@ def main() -> None:
                                args.work_dir)
     except FileNotFoundError as err:
         raise SystemExit(f'tools/test.py: {err}') from None
-    configure_sync_bn(cfg)
     init_cpu_distributed(cfg)
     with config_key_errors('tools/test.py'):
         check_checkpoint_fits(cfg, args.checkpoint)

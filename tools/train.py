@@ -15,14 +15,12 @@ checkpoint and exits with status 143.
 import argparse
 import os
 
-from mmengine.config import DictAction
-
 from cgrseg.datasets import check_data_roots
 from cgrseg.engine import CheckpointWriteError, signal_exit_status
-from cgrseg.engine.launch import (build_runner, check_resume_checkpoint,
-                                  config_key_errors, configure_amp,
-                                  configure_sync_bn, init_cpu_distributed,
-                                  load_tool_config)
+from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
+                                      check_resume_checkpoint,
+                                      config_key_errors, configure_amp,
+                                      init_cpu_distributed, load_tool_config)
 from cgrseg.models.utils.checkpoint import CheckpointError
 
 
@@ -39,17 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--amp', action='store_true',
         help='mixed precision: fp16 on CUDA, bfloat16 on CPU')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, e.g. train_cfg.max_iters=100')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_arguments(parser, 'train_cfg.max_iters=100')
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -61,7 +49,6 @@ def main() -> None:
         cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
                                args.work_dir)
         configure_amp(cfg, enable=args.amp)
-        configure_sync_bn(cfg)
         init_cpu_distributed(cfg)
         if args.resume is not None:
             cfg.resume = True

@@ -23,6 +23,15 @@ data_preprocessor = dict(size=_base_.crop_size, test_cfg=None)
 model = dict(
     data_preprocessor=data_preprocessor, decode_head=dict(num_classes=171))
 train_dataloader = dict(batch_size=4)
+# CGRSeg's per-parameter multipliers, kept as released: 'head' also matches
+# the backbone's talking_head1/2, see docs/porting.md M2.
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        custom_keys={
+            'absolute_pos_embed': dict(decay_mult=0.),
+            'head': dict(lr_mult=10.),
+            'norm': dict(decay_mult=0.)
+        }))
 param_scheduler = [
     _base_.param_scheduler[0],
     dict(_base_.param_scheduler[1], end=40000),

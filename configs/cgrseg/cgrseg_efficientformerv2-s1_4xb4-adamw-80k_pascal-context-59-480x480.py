@@ -15,7 +15,7 @@
 # *_4xb4-{40k,80k}_pascal-context-59-480x480 configs). Whole-image
 # inference as in the authors' configs, not mmseg's sliding window.
 # The backbone keeps resolution=512 (the layout of the checkpoints' attention
-# bias tables), which are resized for 480x480 inputs as the original did.
+# bias tables), which are resized for 480x480 inputs (docs/porting.md Q3).
 _base_ = [
     '../_base_/models/cgrseg_efficientformerv2.py',
     '../_base_/datasets/pascal_context_59.py',
@@ -26,3 +26,12 @@ data_preprocessor = dict(size=_base_.crop_size)
 model = dict(
     data_preprocessor=data_preprocessor, decode_head=dict(num_classes=59))
 train_dataloader = dict(batch_size=4)
+# CGRSeg's per-parameter multipliers, kept as released: 'head' also matches
+# the backbone's talking_head1/2, see docs/porting.md M2.
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        custom_keys={
+            'absolute_pos_embed': dict(decay_mult=0.),
+            'head': dict(lr_mult=10.),
+            'norm': dict(decay_mult=0.)
+        }))

@@ -28,7 +28,6 @@ it exists, else a randomly initialised teacher (the cost does not depend
 on the weights).
 """
 import argparse
-import os
 import os.path as osp
 import statistics
 import tempfile
@@ -43,7 +42,8 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from measuring import peak_memory_mib, run_in_fresh_process, time_steps
+from measuring import (current_memory_mib, peak_memory_mib,
+                       run_in_fresh_process, time_steps)
 
 CASES = ('student', 'teacher', 'kd')
 
@@ -76,10 +76,9 @@ def parse_args() -> argparse.Namespace:
 
 def load_cfg(args: argparse.Namespace) -> Config:
     import cgrseg  # noqa: F401
-    from cgrseg.engine.launch import configure_amp, configure_sync_bn
+    from cgrseg.engine.tool_setup import configure_amp, configure_sync_bn
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    cfg.model.backbone.init_cfg = None
     cfg.model.teacher.checkpoint = args.teacher_checkpoint
     if args.device == 'cpu':
         configure_sync_bn(cfg)
@@ -158,12 +157,6 @@ def saved_bytes(fn) -> int:
     return total
 
 
-def current_rss_mib() -> float:
-    with open('/proc/self/statm') as statm:
-        pages = int(statm.read().split()[1])
-    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
-
-
 def measure(case: str, args: argparse.Namespace, queue) -> None:
     MMLogger.get_instance('distill_cost', log_level='WARNING')
     if args.threads:
@@ -172,7 +165,7 @@ def measure(case: str, args: argparse.Namespace, queue) -> None:
     step, loss_forward, models = make_step(case, cfg, args)
     cuda = args.device.startswith('cuda')
     built_mib = (torch.cuda.memory_allocated() / 2**20
-                 if cuda else current_rss_mib())
+                 if cuda else current_memory_mib())
     weights_mib = sum(p.numel() * p.element_size() for m in models
                       for p in m.parameters()) / 2**20
     if cuda:

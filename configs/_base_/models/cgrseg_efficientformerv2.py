@@ -1,5 +1,6 @@
 # CGRSeg-T (EfficientFormerV2-S1 backbone); the B and L configs override the
-# sizes. Values reproduce the original local_configs/cgrseg/cgrseg-t_*.py.
+# sizes. Values are those of the authors' local_configs/cgrseg/cgrseg-t_*.py
+# (nizhenliang/CGRSeg).
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(
     type='SegDataPreProcessor',
@@ -9,7 +10,7 @@ data_preprocessor = dict(
     pad_val=0,
     seg_pad_val=255,
     size=(512, 512),
-    # The original test pipeline padded every image to a multiple of 32.
+    # Test images are padded to a multiple of 32, as the authors tested.
     test_cfg=dict(size_divisor=32))
 model = dict(
     type='EncoderDecoder',
@@ -19,8 +20,8 @@ model = dict(
         arch='s1',
         out_indices=(0, 1, 2, 3),
         resolution=512,
-        # The original converted the backbone to SyncBN and trained its BN
-        # statistics whenever it loaded a pretrained checkpoint, as here.
+        # SyncBN with trained statistics, as the released models were
+        # trained (docs/porting.md Q16).
         norm_cfg=norm_cfg,
         norm_eval=False,
         init_cfg=dict(
@@ -40,7 +41,8 @@ model = dict(
         dropout_ratio=0.1,
         num_classes=150,
         norm_cfg=norm_cfg,
-        # The original RCM/RCA blocks always used plain BN.
+        # Plain BN in the RCM/RCA blocks, as the released models
+        # (docs/porting.md H1).
         block_norm_cfg=dict(type='BN', requires_grad=True),
         align_corners=False,
         loss_decode=dict(

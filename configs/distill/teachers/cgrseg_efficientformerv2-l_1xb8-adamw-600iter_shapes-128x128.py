@@ -1,7 +1,6 @@
 # Demo teacher for distillation (same family): CGRSeg-L trained from scratch
 # on the embedded SyntheticShapes data, twice as long as the CGRSeg-T demo
-# (600 iterations; 2.5 s per iteration, about 25 minutes, with one thread
-# while another run shared a 2-core machine). Its last checkpoint,
+# (600 iterations; run time in docs/distillation.md). Its last checkpoint,
 # work_dirs/<this config's name>/iter_600.pth, is the teacher of
 # configs/distill/kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py.
 _base_ = ('../../cgrseg/'
@@ -15,10 +14,8 @@ model = dict(
         band_kernel_size=9,
         neck_band_kernel_size=9))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=50),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
-         end=600),
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], end=600),
 ]
 train_cfg = dict(max_iters=600, val_interval=200)
 default_hooks = dict(checkpoint=dict(interval=200))

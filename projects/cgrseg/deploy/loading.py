@@ -34,9 +34,11 @@ def init_segmentor(config: Union[str, Config],
     listing the keys) and ``dataset_meta`` set.
 
     ``config`` is a file, ``'<package>::<path>'`` (a config of an
-    installed OpenMMLab package) or a ``Config``, which is left unchanged. A distillation config gives its student,
-    which is what its checkpoints hold. Without a checkpoint the weights are
-    random (for speed or export checks only).
+    installed OpenMMLab package) or a ``Config``, which is left unchanged.
+    A distillation config gives its student, which is what its checkpoints
+    hold. The model is built without ``init_weights()`` (no ImageNet
+    loading): without a checkpoint the weights are random (for speed or
+    export checks only).
     """
     # 'mmseg::segnext/...' names a config shipped with an installed package.
     if isinstance(config, Config):
@@ -49,8 +51,6 @@ def init_segmentor(config: Union[str, Config],
         cfg.merge_from_dict(cfg_options)
     if 'teacher' in cfg.model:
         cfg.model = student_config(cfg.model)
-    # The checkpoint holds every weight: no ImageNet initialisation.
-    cfg.model.backbone.init_cfg = None
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     ckpt = None

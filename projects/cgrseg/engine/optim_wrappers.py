@@ -75,7 +75,8 @@ class CPUAmpOptimWrapper(NonFiniteSkipOptimWrapper):
 
     bfloat16 has float32's exponent range, so no loss scaling is needed
     (MMEngine's :class:`AmpOptimWrapper` is CUDA-only fp16 + GradScaler).
-    Non-finite steps are skipped as in :class:`NonFiniteSkipOptimWrapper`.
+    The non-finite skip, inherited, stands in for the GradScaler's: ``--amp``
+    skips inf/NaN steps on CPU as on CUDA, whatever wrapper the config names.
     """
 
     def __init__(self, *args, dtype: str = 'bfloat16', **kwargs):

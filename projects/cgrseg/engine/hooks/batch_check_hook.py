@@ -1,10 +1,13 @@
 """Checks each batch before the model sees it: label maps of the size of
-their images, finite input values; the error names the files."""
+their images and with values the model can learn, finite input values; the
+error names the files."""
 from typing import Iterator, Optional, Sequence
 
 import torch
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+from mmseg.structures import SegDataSample
 
 
 def _files(sample) -> str:
@@ -51,17 +54,46 @@ def check_batch(data_batch: Optional[dict], training: bool) -> None:
                 f'a label map must have the height and width of its image.')
 
 
+def check_label_range(samples: Sequence[SegDataSample], num_classes: int,
+                      ignore_index: int) -> None:
+    """Raise if a label map holds a value outside ``[0, num_classes)`` other
+    than ``ignore_index``, naming the file (a bare ``IndexError`` or a CUDA
+    assertion inside the loss otherwise)."""
+    for sample in samples:
+        labels = sample.gt_sem_seg.data
+        low, high = labels.aminmax()  # the fast path: all labels in range
+        if low >= 0 and high < num_classes:
+            continue
+        outside = ((labels < 0) | (labels >= num_classes)) & (
+            labels != ignore_index)
+        if outside.any():
+            bad = torch.unique(labels[outside])
+            path = sample.metainfo.get('seg_map_path', '<unknown file>')
+            raise ValueError(
+                f'label map {path} contains values {bad.tolist()[:10]} '
+                f'outside [0, {num_classes - 1}] (ignore_index '
+                f'{ignore_index}). Check num_classes, reduce_zero_label and '
+                f'the label encoding of the dataset.')
+
+
 @HOOKS.register_module()
 class BatchCheckHook(Hook):
     """Fails with the file names, before the model sees the batch, instead
-    of NaN weights, a deep shape error in the metric, or training on label
-    maps that do not fit their images."""
+    of NaN weights, a deep shape error in the metric, an index error in the
+    loss (label range, checked in training only: the metric ignores labels
+    outside the classes), or training on label maps that do not fit."""
 
     priority = 'VERY_HIGH'
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch: Optional[dict] = None) -> None:
         check_batch(data_batch, training=True)
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        head = getattr(model, 'decode_head', None)
+        if head is not None and data_batch:
+            check_label_range(data_batch['data_samples'], head.num_classes,
+                              head.ignore_index)
 
     def before_val_iter(self, runner, batch_idx: int,
                         data_batch: Optional[dict] = None) -> None:

@@ -2,14 +2,13 @@
 MobileNet Size and Speed", ICCV 2023) as used by CGRSeg for dense prediction.
 
 One class, :class:`EfficientFormerV2`, with the sizes S0/S1/S2/L as rows of
-``ARCH_SETTINGS``. State-dict keys, shapes and order are those of the original
-``efficientformerv2_*_feat`` backbones, so their checkpoints load with
-``strict=True``:
+``ARCH_SETTINGS``. State-dict keys, shapes and order are those of the released
+EfficientFormerV2 and CGRSeg checkpoints, which load with ``strict=True``:
 
 ``patch_embed.{0,1,3,4}``, ``network.{0,2,4,6}`` (stages of FFN/AttnFFN
 blocks), ``network.{1,3}.{proj,norm}`` (conv downsamples) and
-``network.5.{attn,conv,bn}`` (attention downsample). Where the port departs
-from the original (bias cache, odd input sizes, BN modes) is told in
+``network.5.{attn,conv,bn}`` (attention downsample). The codes Qn in
+comments name behaviour kept or fixed for those checkpoints, see
 docs/porting.md.
 """
 import itertools
@@ -93,6 +92,19 @@ def arch_label(arch: str) -> str:
     return f'{arch} ({model})' if model else arch
 
 
+def conv_bn(in_dim: int,
+            out_dim: int,
+            norm_cfg: ConfigType,
+            kernel_size: int = 1,
+            stride: int = 1,
+            groups: int = 1) -> nn.Sequential:
+    """Conv (padding ``kernel_size // 2``) then norm: keys ``0`` and ``1``."""
+    return nn.Sequential(
+        nn.Conv2d(in_dim, out_dim, kernel_size, stride, kernel_size // 2,
+                  groups=groups),
+        build_norm_layer(norm_cfg, out_dim)[1])
+
+
 def relative_offset_index(query_res: int, key_res: int,
                           stride: int) -> Tuple[torch.Tensor, int]:
     """Index of the (|dy|, |dx|) offset between every query and key position.
@@ -100,7 +112,7 @@ def relative_offset_index(query_res: int, key_res: int,
     Queries lie on a ``query_res``² grid whose coordinates are scaled by
     ``stride``, keys on a ``key_res``² grid. Offsets are numbered in the order
     in which they first occur when queries and keys are enumerated row-major,
-    which is the numbering of the original checkpoints' bias tables.
+    which is the numbering of the released checkpoints' bias tables.
 
     Returns:
         (index of shape (query_res², key_res²), number of distinct offsets)
@@ -123,7 +135,7 @@ class AttentionBiasMixin:
 
     The table ``attention_biases_seg`` (heads, num_offsets) is gathered to
     (heads, Nq_table, Nk_table) and resized bicubically to (heads, Nq, Nk) when
-    the input is not at the native ``resolution`` (the original's behaviour).
+    the input is not at the native ``resolution`` (docs/porting.md Q3).
     Without autograd the result is cached, keyed on the table's storage and
     version counter, so any change of the weights (loading, an optimizer
     step, ``.to()``) is seen by the next forward.
@@ -139,8 +151,8 @@ class AttentionBiasMixin:
         index, num_offsets = relative_offset_index(query_res, key_res, stride)
         self.attention_biases_seg = nn.Parameter(
             torch.zeros(num_heads, num_offsets))
-        # Never read: these buffers exist only so that the original ImageNet
-        # and segmentation checkpoints load with strict=True.
+        # Never read: these buffers exist only so that released ImageNet and
+        # CGRSeg checkpoints load with strict=True (docs/porting.md Q5).
         self.register_buffer('attention_biases',
                              torch.zeros(num_heads, legacy_shape[1]))
         self.register_buffer('attention_bias_idxs',
@@ -165,6 +177,8 @@ class AttentionBiasMixin:
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._gather_bias(num_queries, num_keys)
         table = self.attention_biases_seg
+        # Tensor._version, autograd's in-place counter, is the only way to
+        # see a write to the same storage; PyTorch has no public equivalent.
         key = (table.data_ptr(), table._version, table.dtype,
                self.attention_bias_idxs_seg.data_ptr(),
                self.attention_bias_idxs_seg._version, num_queries, num_keys)
@@ -185,6 +199,10 @@ class AttentionBiasMixin:
                 f'({self.checkpoint_hint}). Build the backbone with the '
                 f'`resolution` the checkpoint was trained with (CGRSeg '
                 f'checkpoints use the default 512).')
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._check_bias_table(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class Attention4D(AttentionBiasMixin, nn.Module):
@@ -209,29 +227,22 @@ class Attention4D(AttentionBiasMixin, nn.Module):
                  act_cfg: ConfigType = dict(type='GELU')):
         super().__init__()
         self.num_heads = num_heads
-        self.key_dim = key_dim
         self.scale = key_dim**-0.5
-        self.d = attn_ratio * key_dim
-        self.dh = self.d * num_heads
+        self.dh = attn_ratio * key_dim * num_heads
         if stride is not None:
             resolution = math.ceil(resolution / stride)
-            self.stride_conv = nn.Sequential(
-                nn.Conv2d(dim, dim, 3, stride, 1, groups=dim),
-                build_norm_layer(norm_cfg, dim)[1])
+            self.stride_conv = conv_bn(
+                dim, dim, norm_cfg, 3, stride, groups=dim)
         else:
             self.stride_conv = None
         self.checkpoint_hint = (f'a {resolution}x{resolution} token grid '
                                 f'gives {resolution**2} offsets')
         qk_dim = key_dim * num_heads
-        self.q = nn.Sequential(
-            nn.Conv2d(dim, qk_dim, 1), build_norm_layer(norm_cfg, qk_dim)[1])
-        self.k = nn.Sequential(
-            nn.Conv2d(dim, qk_dim, 1), build_norm_layer(norm_cfg, qk_dim)[1])
-        self.v = nn.Sequential(
-            nn.Conv2d(dim, self.dh, 1), build_norm_layer(norm_cfg, self.dh)[1])
-        self.v_local = nn.Sequential(
-            nn.Conv2d(self.dh, self.dh, 3, 1, 1, groups=self.dh),
-            build_norm_layer(norm_cfg, self.dh)[1])
+        self.q = conv_bn(dim, qk_dim, norm_cfg)
+        self.k = conv_bn(dim, qk_dim, norm_cfg)
+        self.v = conv_bn(dim, self.dh, norm_cfg)
+        self.v_local = conv_bn(
+            self.dh, self.dh, norm_cfg, 3, groups=self.dh)
         self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
         self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
         self.proj = nn.Sequential(
@@ -239,10 +250,6 @@ class Attention4D(AttentionBiasMixin, nn.Module):
             build_norm_layer(norm_cfg, dim)[1])
         self._register_bias_table(
             num_heads, resolution, resolution, 1, legacy_shape=(49, 49))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._check_bias_table(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
@@ -280,9 +287,7 @@ class LocalGlobalQuery(nn.Module):
         self.pool = nn.AvgPool2d(1, 2, 0)
         self.local = nn.Sequential(
             nn.Conv2d(in_dim, in_dim, 3, 2, 1, groups=in_dim))
-        self.proj = nn.Sequential(
-            nn.Conv2d(in_dim, out_dim, 1), build_norm_layer(norm_cfg,
-                                                            out_dim)[1])
+        self.proj = conv_bn(in_dim, out_dim, norm_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.local(x) + self.pool(x))
@@ -306,32 +311,23 @@ class Attention4DDownsample(AttentionBiasMixin, nn.Module):
                  act_cfg: ConfigType = dict(type='GELU')):
         super().__init__()
         self.num_heads = num_heads
-        self.key_dim = key_dim
         self.scale = key_dim**-0.5
-        self.d = attn_ratio * key_dim
-        self.dh = self.d * num_heads
+        self.dh = attn_ratio * key_dim * num_heads
         query_res = math.ceil(resolution / 2)
         self.checkpoint_hint = (f'{query_res}x{query_res} queries over '
                                 f'{resolution}x{resolution} keys')
         qk_dim = key_dim * num_heads
         self.q = LocalGlobalQuery(dim, qk_dim, norm_cfg)
-        self.k = nn.Sequential(
-            nn.Conv2d(dim, qk_dim, 1), build_norm_layer(norm_cfg, qk_dim)[1])
-        self.v = nn.Sequential(
-            nn.Conv2d(dim, self.dh, 1), build_norm_layer(norm_cfg, self.dh)[1])
-        self.v_local = nn.Sequential(
-            nn.Conv2d(self.dh, self.dh, 3, 2, 1, groups=self.dh),
-            build_norm_layer(norm_cfg, self.dh)[1])
+        self.k = conv_bn(dim, qk_dim, norm_cfg)
+        self.v = conv_bn(dim, self.dh, norm_cfg)
+        self.v_local = conv_bn(
+            self.dh, self.dh, norm_cfg, 3, 2, groups=self.dh)
         self.proj = nn.Sequential(
             build_activation_layer(act_cfg), nn.Conv2d(self.dh, out_dim, 1),
             build_norm_layer(norm_cfg, out_dim)[1])
         stride = math.ceil(resolution / query_res)
         self._register_bias_table(
             num_heads, query_res, resolution, stride, legacy_shape=(49, 196))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._check_bias_table(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
@@ -366,7 +362,8 @@ class Mlp(nn.Module):
         for conv in (self.fc1, self.fc2):
             trunc_normal_(conv.weight, std=.02)
             nn.init.zeros_(conv.bias)
-        self.mid = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim)
+        self.mid = nn.Conv2d(
+            hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim)
         self.mid_norm = build_norm_layer(norm_cfg, hidden_dim)[1]
         self.norm1 = build_norm_layer(norm_cfg, hidden_dim)[1]
         self.norm2 = build_norm_layer(norm_cfg, dim)[1]
@@ -385,7 +382,8 @@ class FFN(nn.Module):
                  act_cfg: ConfigType):
         super().__init__()
         self.mlp = Mlp(dim, int(dim * mlp_ratio), norm_cfg, act_cfg)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 \
+            else nn.Identity()
         self.layer_scale_2 = nn.Parameter(
             torch.full((dim, 1, 1), layer_scale_init))
 
@@ -408,7 +406,8 @@ class AttnFFN(nn.Module):
             dim, resolution, stride=stride, norm_cfg=norm_cfg,
             act_cfg=act_cfg)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), norm_cfg, act_cfg)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 \
+            else nn.Identity()
         self.layer_scale_1 = nn.Parameter(
             torch.full((dim, 1, 1), layer_scale_init))
         self.layer_scale_2 = nn.Parameter(
@@ -462,16 +461,15 @@ class EfficientFormerV2(BaseModule):
         drop_path_rate: stochastic depth, growing linearly over all blocks;
             ``None`` takes the size's default (0 / 0 / 0.02 / 0.1).
         layer_scale_init: initial value of the residual layer scales.
-        norm_cfg: every BN of the backbone (the original built BN, and
-            converted it to SyncBN when given a pretrained checkpoint).
+        norm_cfg: every BN of the backbone.
         act_cfg: activation of stem, MLPs and attention projections.
-        norm_eval: keep BNs in eval mode during training (frozen statistics).
-            ``False`` is what the original's real training did (it loaded a
-            pretrained checkpoint, which converted BN to SyncBN and so bypassed
-            its BN-freezing trick); ``True`` is what it did without one.
+        norm_eval: keep BNs in eval mode during training (frozen statistics);
+            the released models were trained with ``False``
+            (docs/porting.md Q16).
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads ImageNet
-            weights (original release or timm format, see
-            :func:`load_pretrained_backbone`), listing any key that does not fit.
+            weights (EfficientFormerV2 release or timm format, see
+            :func:`load_pretrained_backbone`), listing any key that does not
+            fit.
 
     Input (B, 3, H, W) → tuple of (B, C_i, ⌈H/2^(i+2)⌉, ⌈W/2^(i+2)⌉).
     """

@@ -28,9 +28,10 @@ def efficientformerv2_arch(state_dict: Dict[str, torch.Tensor],
     in the original naming, after ``prefix``)."""
     widths = stage_widths(state_dict, prefix)
     if widths is None:
+        missing = [prefix + k for k in WIDTH_KEYS
+                   if prefix + k not in state_dict]
         raise CheckpointError(
-            f'cannot tell the EfficientFormerV2 size: no '
-            f'{[prefix + k for k in WIDTH_KEYS if prefix + k not in state_dict]}.')
+            f'cannot tell the EfficientFormerV2 size: no {missing}.')
     arch = arch_of_widths(widths)
     if arch is None:
         raise CheckpointError(
@@ -237,7 +238,7 @@ def complete_backbone_state_dict(
         state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """``state_dict`` plus the backbone's own segmentation bias tables where
     it has none (ImageNet checkpoints never do; they stay at their initial
-    zeros, as in the original).
+    zeros, docs/porting.md Q17).
 
     Raises:
         CheckpointError: listing every other missing, unexpected or
@@ -260,7 +261,7 @@ def load_pretrained_backbone(backbone: nn.Module, path: str) -> None:
     """Load ImageNet weights (original release or timm format, ``.pth`` or
     ``.safetensors``) into ``backbone``, strictly but for the keys an
     ImageNet checkpoint cannot have (the segmentation bias tables, which stay
-    at zero as in the original) and the classifier it has in excess."""
+    at zero) and the classifier it has in excess."""
     try:
         ckpt = read_weights(path)
     except FileNotFoundError as err:

@@ -1,10 +1,11 @@
 """CGRSeg decode head (Ni et al., "Context-Guided Spatial Feature
 Reconstruction for Efficient Semantic Segmentation", ECCV 2024).
 
-State-dict keys follow the original ``CGRSeg`` head, so its checkpoints load
+State-dict keys are those of the released CGRSeg checkpoints, which load
 unchanged: ``linear_fuse``, ``trans.transformer_blocks.N``,
 ``SIM.{i}.{fuse1,fuse2}``, ``meta.{i}``, ``conv.{i}``, ``lgc`` and mmseg's
-``conv_seg``.
+``conv_seg``. The released configs' argument names are mapped to these in
+docs/porting.md (Names).
 """
 from typing import List, Sequence
 
@@ -15,10 +16,9 @@ from mmcv.cnn import ConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.decode_heads.ocr_head import SpatialGatherModule
 from mmseg.registry import MODELS
-from mmseg.utils import ConfigType, SampleList
+from mmseg.utils import ConfigType
 
-from ..layers import RCM, DPGHead, FuseBlockMulti, PyramidPoolAgg
-from ..utils.labels import check_label_range
+from ..layers import RCM, DPGBlock, FuseBlockMulti, PyramidPoolAgg
 
 
 class RCMStack(nn.Module):
@@ -49,20 +49,20 @@ class CGRSegHead(BaseDecodeHead):
        (:class:`FuseBlockMulti`), giving (B, channels, H/8, W/8).
     3. Dynamic prototype guidance: coarse logits ``cls_seg(linear_fuse(x))``
        weight a spatial gather of class prototypes (B, channels, K, 1);
-       :class:`DPGHead` turns them into a channel gate and
+       :class:`DPGBlock` turns them into a channel gate and
        ``cls_seg(x · gate + x)`` gives the logits (B, K, H/8, W/8).
 
-    Args (besides :class:`BaseDecodeHead`'s; the original's names in brackets):
-        depthwise_fuse: ``linear_fuse`` is depthwise (``is_dw``).
-        neck_depth: RCM blocks in the global neck (``next_repeat``).
-        mlp_ratio: RCM MLP expansion (``mr``).
-        band_kernel_size: band kernel of the per-level RCMs (``dw_size``).
-        neck_band_kernel_size: band kernel of the neck RCMs (``neck_size``).
+    Args (besides :class:`BaseDecodeHead`'s):
+        depthwise_fuse: ``linear_fuse`` is depthwise.
+        neck_depth: RCM blocks in the global neck.
+        mlp_ratio: RCM MLP expansion.
+        band_kernel_size: band kernel of the per-level RCMs.
+        neck_band_kernel_size: band kernel of the neck RCMs.
         square_kernel_size: RCA local depthwise kernel.
-        rca_ratio: RCA excitation channel ratio (``ratio``).
-        block_norm_cfg: norm of the RCM/RCA blocks; the original hard-coded
-            plain BN there. ``norm_cfg`` is used by ``linear_fuse`` and the
-            fusion blocks (the original hard-coded SyncBN in the latter).
+        rca_ratio: RCA excitation channel ratio.
+        block_norm_cfg: norm of the RCM/RCA blocks (plain BN by default, as
+            the released models were trained: docs/porting.md H1).
+            ``norm_cfg`` is used by ``linear_fuse`` and the fusion blocks.
 
     The head always selects several inputs (``input_transform`` is
     ``'multiple_select'``), one per ``in_channels`` entry.
@@ -119,7 +119,7 @@ class CGRSegHead(BaseDecodeHead):
         self.conv = nn.ModuleList(
             nn.Conv2d(channels, c, 1) for c in self.in_channels[:-1])
         self.spatial_gather_module = SpatialGatherModule(1)
-        self.lgc = DPGHead(channels, channels)
+        self.lgc = DPGBlock(channels, channels)
 
     def _check_inputs(self, inputs: List[torch.Tensor]) -> None:
         for i, (x, c) in enumerate(zip(inputs, self.in_channels)):
@@ -129,12 +129,6 @@ class CGRSegHead(BaseDecodeHead):
                     f'{self.in_index[i]}) should have {c} channels, got '
                     f'shape {tuple(x.shape)}; in_channels/in_index must '
                     f'match the backbone.')
-
-    def loss_by_feat(self, seg_logits: torch.Tensor,
-                     batch_data_samples: SampleList) -> dict:
-        check_label_range(batch_data_samples, self.out_channels,
-                          self.ignore_index)
-        return super().loss_by_feat(seg_logits, batch_data_samples)
 
     def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
         feats = self._transform_inputs(inputs)

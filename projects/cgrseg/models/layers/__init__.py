@@ -1,5 +1,7 @@
-from .dpg import DPGHead
+from .dpg import DPGBlock
 from .fusion import FuseBlockMulti, PyramidPoolAgg
 from .rcm import RCA, RCM, ConvMlp
 
-__all__ = ['ConvMlp', 'DPGHead', 'FuseBlockMulti', 'PyramidPoolAgg', 'RCA', 'RCM']
+__all__ = [
+    'ConvMlp', 'DPGBlock', 'FuseBlockMulti', 'PyramidPoolAgg', 'RCA', 'RCM'
+]

@@ -4,7 +4,7 @@ import torch.nn as nn
 from mmengine.model import constant_init, kaiming_init
 
 
-class DPGHead(nn.Module):
+class DPGBlock(nn.Module):
     """Channel gate computed from class prototypes.
 
     Given features x (B, C, H, W) and class prototypes y (B, C, K, 1), an

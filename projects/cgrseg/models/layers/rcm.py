@@ -3,7 +3,7 @@
 RCA (rectangular self-calibration attention) captures axial context with
 horizontal and vertical pooling and a band-shaped depthwise excitation, and
 gates a local depthwise conv with it. RCM wraps RCA in a MetaNeXt-style
-residual block. Key names follow the original ``rcm.py``.
+residual block. Key names are those of the released CGRSeg checkpoints.
 """
 import torch
 import torch.nn as nn
@@ -28,7 +28,8 @@ class ConvMlp(nn.Module):
 class RCA(nn.Module):
     """Rectangular self-calibration attention.
 
-    ``att = σ(dwconv_{band×1}(ReLU(BN(dwconv_{1×band}(pool_h(x) + pool_w(x))))))``
+    ``att = σ(dwconv_{band×1}(ReLU(BN(dwconv_{1×band}(a)))))`` with
+    ``a = pool_h(x) + pool_w(x)``,
     where ``pool_h`` averages over W and ``pool_w`` over H (broadcast to H×W);
     output ``att · dwconv_{k×k}(x)``.
 
@@ -86,7 +87,8 @@ class RCM(nn.Module):
         self.norm = build_norm_layer(norm_cfg, dim)[1]
         self.mlp = ConvMlp(dim, int(mlp_ratio * dim))
         self.gamma = nn.Parameter(torch.full((dim, ), layer_scale_init))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 \
+            else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.mlp(self.norm(self.token_mixer(x)))

@@ -1,7 +1,7 @@
-from .distill_losses import (ChannelWiseDistillationLoss, DistillShapeError,
+from .distill_losses import (ChannelWiseDistillationLoss, DistillLayerError,
                              FeatureMimicLoss, PixelwiseKLLoss)
 
 __all__ = [
-    'ChannelWiseDistillationLoss', 'DistillShapeError', 'FeatureMimicLoss',
+    'ChannelWiseDistillationLoss', 'DistillLayerError', 'FeatureMimicLoss',
     'PixelwiseKLLoss'
 ]

@@ -6,7 +6,7 @@ Each loss takes the student map first and the teacher map second, both
 common size (``resize_to``); the teacher map never receives a gradient (the
 teacher runs under ``torch.no_grad``). Computations run in float32, also
 under autocast. A map pair that cannot be compared raises
-:class:`DistillShapeError`, which :class:`DistillEncoderDecoder` reports
+:class:`DistillLayerError`, which :class:`DistillEncoderDecoder` reports
 together with the config entry (``model.distill_losses[i]``).
 """
 from typing import Optional, Tuple
@@ -19,22 +19,9 @@ from torch import Tensor
 RESIZE_TARGETS = ('student', 'teacher')
 
 
-class DistillShapeError(ValueError):
-    """A student/teacher map pair that a distillation loss cannot compare."""
-
-
-def _check_common(name: str, loss_weight: float, resize_to: str,
-                  loss_name: str) -> None:
-    if loss_weight < 0:
-        raise ValueError(f'{name}: loss_weight must be >= 0, got '
-                         f'{loss_weight}.')
-    if resize_to not in RESIZE_TARGETS:
-        raise ValueError(f'{name}: resize_to must be one of '
-                         f'{RESIZE_TARGETS}, got {resize_to!r}.')
-    if not loss_name.startswith('loss_'):
-        raise ValueError(
-            f"{name}: loss_name must start with 'loss_' (MMEngine sums only "
-            f"such entries), got {loss_name!r}.")
+class DistillLayerError(ValueError):
+    """A distillation layer that is missing, is not a tensor, or whose
+    student/teacher maps a distillation loss cannot compare."""
 
 
 def _check_temperature(name: str, key: str, value: float) -> None:
@@ -44,18 +31,18 @@ def _check_temperature(name: str, key: str, value: float) -> None:
 
 def _check_4d(student: Tensor, teacher: Tensor) -> None:
     if student.dim() != 4 or teacher.dim() != 4:
-        raise DistillShapeError(
+        raise DistillLayerError(
             f'expected (N, C, H, W) maps, got student '
             f'{tuple(student.shape)} and teacher {tuple(teacher.shape)}.')
     if student.shape[0] != teacher.shape[0]:
-        raise DistillShapeError(
+        raise DistillLayerError(
             f'batch sizes differ: student {tuple(student.shape)}, teacher '
             f'{tuple(teacher.shape)}.')
 
 
 def _check_same_channels(student: Tensor, teacher: Tensor) -> None:
     if student.shape[1] != teacher.shape[1]:
-        raise DistillShapeError(
+        raise DistillLayerError(
             f'the student map has {student.shape[1]} channels and the '
             f'teacher map {teacher.shape[1]} '
             f'(student {tuple(student.shape)}, teacher '
@@ -65,29 +52,57 @@ def _check_same_channels(student: Tensor, teacher: Tensor) -> None:
             f'teacher_channels for a learned 1x1 connector.')
 
 
-def resize_pair(student: Tensor, teacher: Tensor,
-                resize_to: str) -> Tuple[Tensor, Tensor]:
-    """Bilinearly resize one map to the other's ``(H, W)``.
+def kl_terms(student: Tensor, teacher: Tensor, dim: int) -> Tensor:
+    """Per-element terms of KL(softmax(teacher) ‖ softmax(student)) over
+    ``dim``; summing them over ``dim`` gives the divergence."""
+    log_s = F.log_softmax(student, dim=dim)
+    log_t = F.log_softmax(teacher, dim=dim)
+    return log_t.exp() * (log_t - log_s)
 
-    ``resize_to='student'`` resizes the teacher map to the student's size,
-    ``'teacher'`` the student map to the teacher's. Maps of equal size are
-    returned unchanged.
-    """
-    if student.shape[-2:] == teacher.shape[-2:]:
+
+class DistillLoss(nn.Module):
+    """What every distillation loss has: ``loss_weight``, ``resize_to``
+    and ``loss_name``, checked, and the float32 resize of a map pair."""
+
+    def __init__(self, loss_weight: float, resize_to: str,
+                 loss_name: str) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if loss_weight < 0:
+            raise ValueError(f'{name}: loss_weight must be >= 0, got '
+                             f'{loss_weight}.')
+        if resize_to not in RESIZE_TARGETS:
+            raise ValueError(f'{name}: resize_to must be one of '
+                             f'{RESIZE_TARGETS}, got {resize_to!r}.')
+        if not loss_name.startswith('loss_'):
+            raise ValueError(
+                f"{name}: loss_name must start with 'loss_' (MMEngine sums "
+                f"only such entries), got {loss_name!r}.")
+        self.loss_weight = loss_weight
+        self.resize_to = resize_to
+        self.loss_name = loss_name
+
+    def resize(self, student: Tensor,
+               teacher: Tensor) -> Tuple[Tensor, Tensor]:
+        """Both maps in float32, one resized bilinearly to the other's
+        ``(H, W)``: the teacher map to the student's for ``resize_to=
+        'student'``, the student map to the teacher's for ``'teacher'``."""
+        student, teacher = student.float(), teacher.float()
+        if student.shape[-2:] == teacher.shape[-2:]:
+            return student, teacher
+        if self.resize_to == 'student':
+            teacher = F.interpolate(
+                teacher, size=student.shape[-2:], mode='bilinear',
+                align_corners=False)
+        else:
+            student = F.interpolate(
+                student, size=teacher.shape[-2:], mode='bilinear',
+                align_corners=False)
         return student, teacher
-    if resize_to == 'student':
-        teacher = F.interpolate(
-            teacher, size=student.shape[-2:], mode='bilinear',
-            align_corners=False)
-    else:
-        student = F.interpolate(
-            student, size=teacher.shape[-2:], mode='bilinear',
-            align_corners=False)
-    return student, teacher
 
 
 @MODELS.register_module()
-class PixelwiseKLLoss(nn.Module):
+class PixelwiseKLLoss(DistillLoss):
     r"""Pixel-wise distillation of class probabilities with a temperature.
 
     Hinton et al., "Distilling the Knowledge in a Neural Network" (NIPS
@@ -128,14 +143,10 @@ class PixelwiseKLLoss(nn.Module):
                  resize_to: str = 'student',
                  ignore_index: Optional[int] = None,
                  loss_name: str = 'loss_kl') -> None:
-        super().__init__()
-        _check_common(type(self).__name__, loss_weight, resize_to, loss_name)
+        super().__init__(loss_weight, resize_to, loss_name)
         _check_temperature(type(self).__name__, 'temperature', temperature)
         self.temperature = temperature
-        self.loss_weight = loss_weight
-        self.resize_to = resize_to
         self.ignore_index = ignore_index
-        self.loss_name = loss_name
 
     def forward(self,
                 student: Tensor,
@@ -150,11 +161,9 @@ class PixelwiseKLLoss(nn.Module):
         """
         _check_4d(student, teacher)
         _check_same_channels(student, teacher)
-        student, teacher = resize_pair(student.float(), teacher.float(),
-                                       self.resize_to)
-        log_s = F.log_softmax(student / self.temperature, dim=1)
-        log_t = F.log_softmax(teacher / self.temperature, dim=1)
-        kl = (log_t.exp() * (log_t - log_s)).sum(dim=1)  # (N, H, W)
+        student, teacher = self.resize(student, teacher)
+        kl = kl_terms(student / self.temperature, teacher / self.temperature,
+                      dim=1).sum(dim=1)  # (N, H, W)
         if self.ignore_index is None:
             loss = kl.mean()
         else:
@@ -171,7 +180,7 @@ class PixelwiseKLLoss(nn.Module):
 
 
 @MODELS.register_module()
-class ChannelWiseDistillationLoss(nn.Module):
+class ChannelWiseDistillationLoss(DistillLoss):
     r"""Channel-wise distillation (CWD).
 
     Shu et al., "Channel-wise Knowledge Distillation for Dense Prediction"
@@ -204,13 +213,9 @@ class ChannelWiseDistillationLoss(nn.Module):
                  loss_weight: float = 1.0,
                  resize_to: str = 'student',
                  loss_name: str = 'loss_cwd') -> None:
-        super().__init__()
-        _check_common(type(self).__name__, loss_weight, resize_to, loss_name)
+        super().__init__(loss_weight, resize_to, loss_name)
         _check_temperature(type(self).__name__, 'tau', tau)
         self.tau = tau
-        self.loss_weight = loss_weight
-        self.resize_to = resize_to
-        self.loss_name = loss_name
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         """
@@ -220,17 +225,15 @@ class ChannelWiseDistillationLoss(nn.Module):
         """
         _check_4d(student, teacher)
         _check_same_channels(student, teacher)
-        student, teacher = resize_pair(student.float(), teacher.float(),
-                                       self.resize_to)
+        student, teacher = self.resize(student, teacher)
         n, c = student.shape[:2]
-        log_s = F.log_softmax(student.flatten(2) / self.tau, dim=2)
-        log_t = F.log_softmax(teacher.flatten(2) / self.tau, dim=2)
-        kl = (log_t.exp() * (log_t - log_s)).sum()
+        kl = kl_terms(student.flatten(2) / self.tau,
+                      teacher.flatten(2) / self.tau, dim=2).sum()
         return self.loss_weight * self.tau**2 * kl / (n * c)
 
 
 @MODELS.register_module()
-class FeatureMimicLoss(nn.Module):
+class FeatureMimicLoss(DistillLoss):
     r"""Feature mimicking through a learned 1×1 connector (FitNets hints).
 
     Romero et al., "FitNets: Hints for Thin Deep Nets" (ICLR 2015): a
@@ -266,8 +269,7 @@ class FeatureMimicLoss(nn.Module):
                  loss_weight: float = 1.0,
                  resize_to: str = 'teacher',
                  loss_name: str = 'loss_mimic') -> None:
-        super().__init__()
-        _check_common(type(self).__name__, loss_weight, resize_to, loss_name)
+        super().__init__(loss_weight, resize_to, loss_name)
         if (student_channels is None) != (teacher_channels is None):
             raise ValueError(
                 'FeatureMimicLoss: give both student_channels and '
@@ -278,9 +280,6 @@ class FeatureMimicLoss(nn.Module):
         self.teacher_channels = teacher_channels
         self.connector = None if student_channels is None else nn.Conv2d(
             student_channels, teacher_channels, kernel_size=1)
-        self.loss_weight = loss_weight
-        self.resize_to = resize_to
-        self.loss_name = loss_name
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         """
@@ -297,11 +296,10 @@ class FeatureMimicLoss(nn.Module):
                                       ('teacher', teacher,
                                        self.teacher_channels)):
                 if x.shape[1] != expected:
-                    raise DistillShapeError(
+                    raise DistillLayerError(
                         f'the {role} map has {x.shape[1]} channels '
                         f'({tuple(x.shape)}) but {role}_channels is '
                         f'{expected}: set {role}_channels={x.shape[1]}.')
             student = self.connector(student)
-        student, teacher = resize_pair(student.float(), teacher.float(),
-                                       self.resize_to)
+        student, teacher = self.resize(student, teacher)
         return self.loss_weight * F.mse_loss(student, teacher)

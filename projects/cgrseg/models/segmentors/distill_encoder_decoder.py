@@ -38,7 +38,7 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          SampleList, add_prefix)
 from torch import Tensor
 
-from ..losses import DistillShapeError
+from ..losses import DistillLayerError
 from ..utils.checkpoint import CheckpointError, mismatch_report
 from .distill_layers import (LAYER_HELP, LOGITS, OutputTap, layer_outputs,
                              parse_layer, teacher_needs_head)
@@ -274,7 +274,7 @@ class DistillEncoderDecoder(EncoderDecoder):
             self._teacher_taps
         for spec, tap in taps.items():
             if not isinstance(tap.output, Tensor):
-                raise DistillShapeError(
+                raise DistillLayerError(
                     f'the {role} layer {spec!r} gave '
                     f'{type(tap.output).__name__}, not a tensor (a module '
                     f'that is not run in training, or returns a tuple?). '
@@ -284,7 +284,7 @@ class DistillEncoderDecoder(EncoderDecoder):
         for index, pair in enumerate(self.distill_pairs):
             spec = pair[0] if role == 'student' else pair[1]
             if spec not in outputs:
-                raise DistillShapeError(
+                raise DistillLayerError(
                     f'{self._describe_pair(index)}: the {role} gives no layer '
                     f'{spec!r}; it gives {sorted(outputs)}. {LAYER_HELP}')
             selected[spec] = outputs[spec]
@@ -334,8 +334,8 @@ class DistillEncoderDecoder(EncoderDecoder):
                     [sample.gt_sem_seg.data for sample in data_samples])
             try:
                 value = loss(student[s_spec], teacher[t_spec], **kwargs)
-            except DistillShapeError as err:
-                raise DistillShapeError(
+            except DistillLayerError as err:
+                raise DistillLayerError(
                     f'{self._describe_pair(index)}: {err}') from None
             losses[f'distill.{loss.loss_name}'] = (
                 value * self.distill_loss_multiplier)

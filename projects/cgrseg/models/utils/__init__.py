@@ -1,2 +1,2 @@
-"""Checkpoint reading and checking, label checks and tracing helpers;
+"""Checkpoint reading and checking, and tracing helpers;
 import them from their modules."""

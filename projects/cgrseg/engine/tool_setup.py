@@ -2,6 +2,7 @@
 Runner: precision, SyncBN availability, and the checkpoint to resume from;
 and bad command lines (a missing config, a mistyped config key) reported in
 one line."""
+import argparse
 import difflib
 import glob
 import inspect
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
@@ -20,12 +21,30 @@ from ..models.utils.checkpoint import CheckpointError, read_checkpoint
 from .library_notices import quiet_library_notices
 
 
+def add_runner_arguments(parser: argparse.ArgumentParser,
+                         cfg_options_example: str) -> None:
+    """``--cfg-options``, ``--launcher`` and ``--local-rank``, as mmseg's
+    train/test tools take them."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help=f'override config settings, e.g. {cfg_options_example}')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
 def load_tool_config(config: str, launcher: str,
                      cfg_options: Optional[dict],
                      work_dir: Optional[str]) -> Config:
     """The config as the train/test tools run it: ``--cfg-options`` merged,
-    the launcher set, and the work dir from ``--work-dir``, else the
-    config's, else ``./work_dirs/<config name>``."""
+    the launcher set, the work dir from ``--work-dir``, else the config's,
+    else ``./work_dirs/<config name>``, and SyncBN as BN without CUDA
+    (:func:`configure_sync_bn`)."""
     check_config_path(config)
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
@@ -36,6 +55,7 @@ def load_tool_config(config: str, launcher: str,
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
+    configure_sync_bn(cfg)
     return cfg
 
 
