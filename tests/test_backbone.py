@@ -22,8 +22,8 @@ def test_arch_widths_and_strides(arch):
         outs = backbone(torch.randn(1, 3, 128, 96))
     widths = ARCH_SETTINGS[arch]['widths']
     assert [o.shape[1] for o in outs] == list(widths)
-    assert [tuple(o.shape[-2:]) for o in outs] == [(32, 24), (16, 12),
-                                                     (8, 6), (4, 3)]
+    assert [tuple(o.shape[-2:]) for o in outs] == [
+        (32, 24), (16, 12), (8, 6), (4, 3)]
 
 
 def test_out_indices_and_drop_path_defaults():

@@ -12,8 +12,8 @@ from e2e import DEMO_CONFIG, REPO, documented, python, run
 from reference import rule_tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cgrseg.apis import init_segmentor
 from cgrseg.deploy import DeploySegmentor, resize_argmax, upsample_argmax
-from cgrseg.deploy.loading import init_segmentor
 from cgrseg.models.layers.fusion import adaptive_avg_pool2d
 
 EXPORT = 'tools/deployment/pytorch2onnx.py'

@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 
-from cgrseg.deploy.loading import init_segmentor
+from cgrseg.apis import init_segmentor
 from e2e import documented
 from reference import CONFIGS, REPO_ROOT
 

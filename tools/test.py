@@ -15,11 +15,11 @@ import os.path as osp
 
 from mmengine.config import Config
 
+from cgrseg.apis import init_segmentor
 from cgrseg.datasets import check_data_roots
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       config_key_errors, init_cpu_distributed,
                                       load_tool_config)
-from cgrseg.deploy.loading import init_segmentor
 from cgrseg.models.utils.checkpoint import CheckpointError
 
 

@@ -155,7 +155,7 @@ def cases(args: argparse.Namespace) -> List[Case]:
 
 
 def build_segmentor(config: str, device: str) -> torch.nn.Module:
-    from cgrseg.deploy.loading import init_segmentor
+    from cgrseg.apis import init_segmentor
     return init_segmentor(config).to(device)
 
 

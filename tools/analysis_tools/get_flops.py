@@ -28,7 +28,7 @@ from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import conv_flop_jit, get_shape
 from mmengine.config import DictAction
 
-from cgrseg.deploy.loading import init_segmentor
+from cgrseg.apis import init_segmentor
 
 PARTS = ('', 'backbone', 'decode_head')
 PAPER_OPS = ('conv', 'conv_bias')
@@ -98,8 +98,8 @@ def complexity(model: torch.nn.Module, shape: List[int]) -> Dict[str, dict]:
 def format_table(result: Dict[str, dict]) -> str:
     """Params (M) and GFLOPs per convention as a text table."""
     rows = [('', 'total', 'backbone', 'decode_head'),
-            ('params (M)', ) + tuple(f'{result[p]["params"] / 1e6:.3f}'
-                                      for p in PARTS),
+            ('params (M)', ) + tuple(
+                f'{result[p]["params"] / 1e6:.3f}' for p in PARTS),
             ('GFLOPs, paper', ) + tuple(
                 f'{result[p]["flops_paper"] / 1e9:.3f}' for p in PARTS),
             ('GFLOPs, mmengine', ) + tuple(

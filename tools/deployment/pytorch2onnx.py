@@ -29,8 +29,8 @@ from typing import List, Optional
 import torch
 from mmengine.config import DictAction
 
+from cgrseg.apis import init_segmentor
 from cgrseg.deploy import DeploySegmentor
-from cgrseg.deploy.loading import init_segmentor
 from cgrseg.deploy.onnx_export import (compare_with_pytorch, export_onnx,
                                        onnx_session, require)
 from cgrseg.models.utils.checkpoint import CheckpointError

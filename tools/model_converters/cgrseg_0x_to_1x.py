@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from cgrseg.deploy.loading import init_segmentor
+from cgrseg.apis import init_segmentor
 from cgrseg.models.backbones.efficientformer_v2_weights import \
     efficientformerv2_arch
 from cgrseg.models.utils.checkpoint import (CheckpointError,

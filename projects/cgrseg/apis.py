@@ -1,4 +1,6 @@
-"""Build a segmentor for inference from a config and a checkpoint."""
+"""Build a segmentor for inference from a config and a checkpoint (what
+``mmseg.apis.init_model`` does, plus distillation configs, package config
+paths and a strict load that names the mismatching keys)."""
 import copy
 from typing import Optional, Union
 
@@ -9,8 +11,8 @@ from mmengine.registry import init_default_scope
 from mmseg.models import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
 
-from ..models.segmentors.distill_encoder_decoder import student_config
-from ..models.utils.checkpoint import load_segmentor_checkpoint
+from .models.segmentors.distill_encoder_decoder import student_config
+from .models.utils.checkpoint import load_segmentor_checkpoint
 
 
 def _dataset_meta(cfg: Config, ckpt: Optional[dict]) -> dict:
