@@ -5,13 +5,13 @@ import copy
 from typing import Optional, Union
 
 from mmengine.config import Config
-from mmengine.hub import get_config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 from mmseg.models import EncoderDecoder
 from mmseg.registry import DATASETS, MODELS
 
 from .models.segmentors.distill_encoder_decoder import student_config
+from .models.segmentors.teacher import config_path
 from .models.utils.checkpoint import load_segmentor_checkpoint
 
 
@@ -42,13 +42,10 @@ def init_segmentor(config: Union[str, Config],
     loading): without a checkpoint the weights are random (for speed or
     export checks only).
     """
-    # 'mmseg::segnext/...' names a config shipped with an installed package.
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
-    elif '::' in config:
-        cfg = get_config(config)
     else:
-        cfg = Config.fromfile(config)
+        cfg = Config.fromfile(config_path(config, what='config'))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if 'teacher' in cfg.model:

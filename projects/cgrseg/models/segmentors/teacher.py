@@ -17,12 +17,14 @@ from mmseg.utils import ConfigType
 from ..utils.checkpoint import CheckpointError, load_segmentor_checkpoint
 
 
-def config_path(config: str) -> str:
+def config_path(config: str,
+                what: str = 'model.teacher.config: teacher config') -> str:
     """The file of a config path or of ``'<package>::<path>'`` (a config
-    inside an installed OpenMMLab package, e.g. ``'mmseg::convnext/...'``).
+    inside an installed OpenMMLab package, e.g. ``'mmseg::convnext/...'``);
+    ``FileNotFoundError`` starting with ``what`` if there is none.
 
     ``mmengine.hub.get_config`` resolves the same names, but pip-installs a
-    package that is missing; a teacher config must not install anything.
+    package that is missing; building a model must not install anything.
     """
     path = config
     if '::' in config:
@@ -31,7 +33,7 @@ def config_path(config: str) -> str:
         path = osp.join(root, '.mim', 'configs', relative)
     if not osp.isfile(path):
         raise FileNotFoundError(
-            f'model.teacher.config: teacher config {path!r} not found '
+            f'{what} {path!r} not found '
             f'(relative paths are relative to the working directory; '
             f"'<package>::<path>' names a config of an installed "
             f'OpenMMLab package).')
