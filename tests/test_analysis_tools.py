@@ -6,6 +6,9 @@ from e2e import DEMO_CONFIG, REPO, python, run
 
 KD_DEMO = str(REPO / 'configs' / 'distill' /
               'kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
+KD_UPERNET = str(
+    REPO / 'configs' / 'distill' /
+    'kd_upernet-r18-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
 
 
 def test_benchmark_prints_rates_and_memory():
@@ -63,3 +66,30 @@ def test_distill_cost_prints_the_ratio(tmp_path):
                          proc.stdout, re.M), proc.stdout
     assert re.search(r'^kd / \(student \+ teacher\) = [\d.]+$', proc.stdout,
                      re.M), proc.stdout
+
+
+def test_teacher_targets_scores_the_resized_teacher_logits(tmp_path):
+    """The UPerNet demo recipe's KL target: teacher logits at stride 4
+    (32x32 for 128x128 images) squeezed to the student's stride 8."""
+    import torch
+    from mmengine.registry import init_default_scope
+
+    from cgrseg.models.segmentors.teacher import build_teacher_model
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    teacher = build_teacher_model(str(
+        REPO / 'configs' / 'distill' / 'teachers' /
+        'upernet_r18_1xb8-adamw-1500iter_shapes-128x128.py'))
+    checkpoint = str(tmp_path / 'teacher.pth')
+    torch.save({'state_dict': teacher.state_dict()}, checkpoint)
+    proc = run(python('tools/analysis_tools/teacher_targets.py', KD_UPERNET,
+                      '--teacher-checkpoint', checkpoint, '--cfg-options',
+                      f'val_dataloader.dataset.data_root={tmp_path}/shapes'))
+    assert ('24 images; logits: teacher (32, 32), student (16, 16)'
+            in proc.stdout), proc.stdout
+    assert re.search(r'^teacher at its own size: mIoU [\d.]+$', proc.stdout,
+                     re.M), proc.stdout
+    assert re.search(
+        r"^model.distill_losses\[0\] \(PixelwiseKLLoss, resize_to='student'"
+        r'\): target mIoU [\d.]+, mean top-class probability 0\.\d+$',
+        proc.stdout, re.M), proc.stdout

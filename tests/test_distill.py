@@ -41,6 +41,8 @@ KD_DEMO = str(DISTILL /
 KD_DEMO_UPERNET = str(
     DISTILL /
     'kd_upernet-r18-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
+KD_DEMO_SEGNEXT = str(
+    DISTILL / 'kd_segnext-t-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
 KD_ADE = str(DISTILL /
              'kd_cgrseg-l-to-cgrseg-t_4xb4-adamw-160k_ade20k-512x512.py')
 KD_ADE_CONVNEXT = str(
@@ -90,7 +92,8 @@ def teachers(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp('teachers')
     paths = {}
     for name, recipe in (('cgrseg-l', KD_DEMO),
-                         ('upernet-r18', KD_DEMO_UPERNET)):
+                         ('upernet-r18', KD_DEMO_UPERNET),
+                         ('segnext-t', KD_DEMO_SEGNEXT)):
         config = Config.fromfile(recipe).model.teacher.config
         paths[name] = save_random_teacher(config, str(tmp / f'{name}.pth'))
     paths['cgrseg-t'] = save_random_teacher(DEMO_CONFIG,
@@ -509,6 +512,7 @@ def ade_teacher(tmp_path_factory):
 @pytest.mark.parametrize('recipe,teacher,size', [
     (KD_DEMO, 'cgrseg-l', 128),
     (KD_DEMO_UPERNET, 'upernet-r18', 128),  # teacher logits at stride 4
+    (KD_DEMO_SEGNEXT, 'segnext-t', 128),  # mmseg's MSCAN + LightHamHead
     (KD_ADE, 'ade', 64),
 ])
 def test_recipe_losses_are_computed_from_the_tapped_maps(
