@@ -443,11 +443,15 @@ def tapped_maps(model: DistillEncoderDecoder):
             handle.remove()
 
 
-def kl_by_hand(student, teacher, temperature, weight):
+def kl_by_hand(student, teacher, temperature, weight, resize_to):
     """Hinton's KD per pixel: KL(softmax(t/T) || softmax(s/T)) summed over
-    classes, averaged over the N*H*W pixels, times T^2 and the weight."""
-    if teacher.shape[-2:] != student.shape[-2:]:  # resize_to='student'
+    classes, averaged over the N*H*W pixels, times T^2 and the weight; one
+    map resized bilinearly to the other's size first (``resize_to``)."""
+    if resize_to == 'student':
         teacher = F.interpolate(teacher, student.shape[-2:],
+                                mode='bilinear', align_corners=False)
+    else:
+        student = F.interpolate(student, teacher.shape[-2:],
                                 mode='bilinear', align_corners=False)
     classes = student.shape[1]
 
@@ -489,7 +493,8 @@ def expected_distill_losses(model, recipe_losses, maps) -> dict:
         teacher = maps['teacher', cfg['teacher']]
         if cfg['type'] == 'PixelwiseKLLoss':
             expected['distill.loss_kl'] = kl_by_hand(
-                student, teacher, cfg['temperature'], cfg['loss_weight'])
+                student, teacher, cfg['temperature'], cfg['loss_weight'],
+                cfg.get('resize_to', 'student'))
         elif cfg['type'] == 'ChannelWiseDistillationLoss':
             expected['distill.loss_cwd'] = cwd_by_hand(
                 student, teacher, cfg['tau'], cfg['loss_weight'])
