@@ -1,11 +1,13 @@
 """Running the project's command-line tools in subprocesses for the
 end-to-end tests, on the embedded demo dataset with tiny schedules."""
+import importlib.util
 import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Dict, Iterator, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +60,16 @@ def run(args: List[str],
 
 def python(*args: str) -> List[str]:
     return [sys.executable, *args]
+
+
+def load_script(path: str) -> ModuleType:
+    """A script under tools/ (``path`` relative to the repository)
+    imported as a module, for testing its functions."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem,
+                                                  REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shell_commands(text: str) -> Iterator[str]:

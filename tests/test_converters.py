@@ -42,6 +42,7 @@ from cgrseg.models.backbones.efficientformer_v2_weights import \
 from cgrseg.models.utils.checkpoint import (CheckpointError,
                                             load_segmentor_checkpoint,
                                             read_checkpoint)
+from e2e import load_script
 from reference import (CONFIGS, REPO_ROOT, build_reference_model,
                        rule_tensor, timm_fixture_state_dict)
 
@@ -158,11 +159,7 @@ def save(tmp_path, name, obj) -> str:
 
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name,
-                                                  CONVERTERS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f'tools/model_converters/{name}.py')
 
 
 def assert_same_state(actual: dict, expected: dict) -> None:

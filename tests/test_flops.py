@@ -5,12 +5,11 @@ slip for 19.1, the count of the original code) / 35.7 M parameters for
 CGRSeg-T/B/L. The reference run of the original code measured 4.00 / 7.67 /
 14.91 GFLOPs with mmcv 1.x's counter and exactly the parameter counts below.
 """
-import importlib.util
 
 import pytest
 
 from cgrseg.apis import init_segmentor
-from e2e import documented
+from e2e import documented, load_script
 from reference import CONFIGS, REPO_ROOT
 
 PAPER_GFLOPS = {'t': 4.0, 'b': 7.6, 'l': 14.9}
@@ -24,11 +23,7 @@ PARAMS = {
 
 @pytest.fixture(scope='module')
 def get_flops():
-    path = REPO_ROOT / 'tools' / 'analysis_tools' / 'get_flops.py'
-    spec = importlib.util.spec_from_file_location('get_flops', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('tools/analysis_tools/get_flops.py')
 
 
 @pytest.mark.parametrize('variant', ['t', 'b', 'l'])

@@ -1,23 +1,18 @@
 """tools/analysis_tools/seed_study.py: the parts that turn runs into the
 table (the schedule stretched for equal-time runs, what is read from
 MMEngine's logs, the paired gains), without training."""
-import importlib.util
 import json
 import statistics
 
 import pytest
 from mmengine.config import Config
 
-from e2e import DEMO_CONFIG, REPO
+from e2e import DEMO_CONFIG, load_script
 
 
 @pytest.fixture(scope='module')
 def study():
-    path = REPO / 'tools' / 'analysis_tools' / 'seed_study.py'
-    spec = importlib.util.spec_from_file_location('seed_study', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('tools/analysis_tools/seed_study.py')
 
 
 def test_equal_time_run_stretches_the_schedule(study):
