@@ -14,7 +14,8 @@ the median training time per iteration and its ratio to the baseline's.
 as long as ARM took: ``round(iters * t_arm / t_baseline)`` iterations (the
 ratio of the median seconds per iteration measured in this study), with
 the baseline's schedule stretched to that length (its PolyLR ends at the
-new last iteration; the warm-up is kept).
+new last iteration; the warm-up is kept). The ratio is only as fair as the
+conditions the runs shared: keep the machine free of other work.
 
     python tools/analysis_tools/seed_study.py --out work_dirs/study \\
         --seeds 0 1 2 3 4 --split val --baseline student \\
@@ -249,9 +250,10 @@ def main() -> None:
         iters = round(base_iters * ratio)
         name = f'{args.baseline}@time({target})'
         names.append(name)
+        stretched = [*options, *stretched_options(config, base_iters, iters)]
         timed += [
-            Run(name, config, [*options, *stretched_options(config, base_iters, iters)],
-                seed, args.out) for seed in args.seeds
+            Run(name, config, stretched, seed, args.out)
+            for seed in args.seeds
         ]
     run_all(timed, args)
     table = summary(names, runs + timed, args.baseline, args.seeds)
