@@ -119,11 +119,11 @@ class Run:
         # The first logged window holds the start-up (data workers, first
         # iterations' allocations): left out of the per-iteration time.
         times = [r['time'] for r in records if 'time' in r and 'mIoU' not in r]
-        iters = max(r['iter'] for r in records if 'iter' in r)
         return dict(
             mIoU=mious[-1],
             s_per_iter=statistics.median(times[1:] or times),
-            iters=iters,
+            # as configured: the log only holds every logger.interval-th
+            iters=_max_iters(Config.fromfile(self.config), self.options),
             wall_s=round(wall, 1))
 
 
