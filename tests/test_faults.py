@@ -78,8 +78,11 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(
         readers[os.open(osp.join(work_dir, name),
                         os.O_RDONLY | os.O_NONBLOCK)] = name
     written = dict.fromkeys(names, b'')
+    # Its own process group, so that kill -9 takes the data-loader workers
+    # with it (as a scheduler killing the job does).
     proc = popen(train_args(data_root, work_dir),
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 start_new_session=True)
     try:
         while sum(map(len, written.values())) < 2**20:
             assert proc.poll() is None, 'training ended before the kill'
@@ -87,10 +90,9 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(
             assert ready, 'no checkpoint write within 10 minutes'
             for fd in ready:
                 written[readers[fd]] += os.read(fd, 2**16)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         for fd in readers:
             os.close(fd)
     for name, data in written.items():  # the disk after the kill

@@ -218,9 +218,12 @@ def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
     args = python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
                   '--cfg-options', *tiny_schedule(data_root))
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    # Its own process group: kill -9 reaches the data-loader workers too
+    # (as a scheduler killing the job does), not only the main process.
     proc = subprocess.Popen(args, cwd=str(REPO), env=env,
                             stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     marker = osp.join(work_dir, 'last_checkpoint')
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -228,7 +231,7 @@ def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
             break
         time.sleep(0.05)
     assert proc.poll() is None, 'the run ended before it could be killed'
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # CheckpointHook writes last_checkpoint after the checkpoint itself.
     iter_4 = osp.join(work_dir, 'iter_4.pth')
