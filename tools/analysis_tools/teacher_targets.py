@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
+from mmseg.evaluation import IoUMetric
 from mmseg.registry import DATASETS, MODELS
 
 from cgrseg.engine.tool_setup import configure_sync_bn
@@ -58,7 +59,8 @@ def validation_set(cfg: Config, split: str = None):
 
 
 class IoU:
-    """Accumulated intersections and unions per class."""
+    """Intersections and unions per class (mmseg's IoUMetric
+    arithmetic), accumulated over images."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         self.inter = np.zeros(num_classes)
@@ -68,11 +70,10 @@ class IoU:
     def add(self, logits: torch.Tensor, label: torch.Tensor) -> None:
         pred = F.interpolate(logits, size=label.shape[-2:], mode='bilinear',
                              align_corners=False).argmax(1)[0]
-        valid = label != self.ignore_index
-        for c in range(len(self.inter)):
-            p, t = (pred == c) & valid, (label == c) & valid
-            self.inter[c] += (p & t).sum().item()
-            self.union[c] += (p | t).sum().item()
+        inter, union, _, _ = IoUMetric.intersect_and_union(
+            pred, label[0], len(self.inter), self.ignore_index)
+        self.inter += inter.numpy()
+        self.union += union.numpy()
 
     def miou(self) -> float:
         present = self.union > 0
