@@ -2,9 +2,12 @@
 # images, 80k iterations (sources of each setting: see the CGRSeg-T config).
 _base_ = ('./cgrseg_efficientformerv2-s1_4xb4-adamw-80k_'
           'pascal-context-59-480x480.py')
+# EfficientFormerV2-L ImageNet weights, timm's copy of the
+# original release, downloaded once (local copy: configs/cgrseg/README.md).
+imagenet_weights = 'https://huggingface.co/timm/efficientformerv2_l.snap_dist_in1k/resolve/main/model.safetensors'  # noqa: E501
 model = dict(
     backbone=dict(
-        arch='l', init_cfg=dict(checkpoint='checkpoint/eformer_l_450.pth')),
+        arch='l', init_cfg=dict(checkpoint=imagenet_weights)),
     decode_head=dict(
         in_channels=[80, 192, 384],
         channels=256,

@@ -1,8 +1,11 @@
 # CGRSeg-B: EfficientFormerV2-S2, ADE20K 512x512, 4 GPUs x 4 images, 160k.
 _base_ = './cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512.py'
+# EfficientFormerV2-s2 ImageNet weights, timm's copy of the
+# original release, downloaded once (local copy: configs/cgrseg/README.md).
+imagenet_weights = 'https://huggingface.co/timm/efficientformerv2_s2.snap_dist_in1k/resolve/main/model.safetensors'  # noqa: E501
 model = dict(
     backbone=dict(
         arch='s2',
-        init_cfg=dict(checkpoint='checkpoint/eformer_s2_450.pth')),
+        init_cfg=dict(checkpoint=imagenet_weights)),
     decode_head=dict(
         in_channels=[64, 144, 288], channels=256, neck_depth=6))

@@ -4,18 +4,17 @@
 # ADE20K 512x512, 4 GPUs x 4 images, 160k iterations. The student and its
 # schedule are the CGRSeg-T ADE20K config's. The teacher's code ships with
 # mmsegmentation; its weights are mmseg's released checkpoint of that
-# config (Weights in mmseg's configs/segnext/metafile.yaml):
-#   mkdir -p checkpoint
-#   wget -O checkpoint/segnext_mscan-l_ade20k.pth https://download.openmmlab.com/mmsegmentation/v0.5/segnext/segnext_mscan-l_1x16_512x512_adamw_160k_ade20k/segnext_mscan-l_1x16_512x512_adamw_160k_ade20k_20230209_172055-19b14b63.pth
+# config (Weights in mmseg's configs/segnext/metafile.yaml), downloaded once:
 #   bash tools/dist_train.sh configs/distill/kd_segnext-l-to-cgrseg-t_4xb4-adamw-160k_ade20k-512x512.py 4
 _base_ = ('../cgrseg/'
           'cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512.py')
+teacher_weights = 'https://download.openmmlab.com/mmsegmentation/v0.5/segnext/segnext_mscan-l_1x16_512x512_adamw_160k_ade20k/segnext_mscan-l_1x16_512x512_adamw_160k_ade20k_20230209_172055-19b14b63.pth'  # noqa: E501
 model = dict(
     type='DistillEncoderDecoder',
     teacher=dict(
         config='mmseg::segnext/'
         'segnext_mscan-l_1xb16-adamw-160k_ade20k-512x512.py',
-        checkpoint='checkpoint/segnext_mscan-l_ade20k.pth'),
+        checkpoint=teacher_weights),
     distill_losses=[
         # Channel-wise distillation of the logits (Shu et al., ICCV 2021),
         # with mmrazor's CWD-on-logits setting; both heads at stride 8.

@@ -3,19 +3,19 @@
 # single-scale in mmseg's model zoo) -> CGRSeg-T on ADE20K 512x512, 4 GPUs
 # x 4 images, 160k iterations. The student and its schedule are the
 # CGRSeg-T ADE20K config's. The teacher is mmseg's released checkpoint of
-# that config (its Weights in mmseg's configs/convnext/metafile.yaml):
-#   mkdir -p checkpoint
-#   wget -O checkpoint/upernet_convnext_base_ade20k.pth https://download.openmmlab.com/mmsegmentation/v0.5/convnext/upernet_convnext_base_fp16_512x512_160k_ade20k/upernet_convnext_base_fp16_512x512_160k_ade20k_20220227_181227-02a24fc6.pth
+# that config (its Weights in mmseg's configs/convnext/metafile.yaml),
+# downloaded once.
 # The teacher's backbone comes from mmpretrain (its config imports
 # mmpretrain.models, which needs torchvision).
 _base_ = ('../cgrseg/'
           'cgrseg_efficientformerv2-s1_4xb4-adamw-160k_ade20k-512x512.py')
+teacher_weights = 'https://download.openmmlab.com/mmsegmentation/v0.5/convnext/upernet_convnext_base_fp16_512x512_160k_ade20k/upernet_convnext_base_fp16_512x512_160k_ade20k_20220227_181227-02a24fc6.pth'  # noqa: E501
 model = dict(
     type='DistillEncoderDecoder',
     teacher=dict(
         config='mmseg::convnext/'
         'convnext-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
-        checkpoint='checkpoint/upernet_convnext_base_ade20k.pth'),
+        checkpoint=teacher_weights),
     distill_losses=[
         # UPerNet predicts at stride 4, CGRSeg at stride 8: the student's
         # logits are upsampled to the teacher's map, which keeps the

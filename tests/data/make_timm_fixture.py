@@ -24,47 +24,17 @@ eval mode for a ``torch.randn(1, 3, 224, 224)`` input (generator seed 0):
 shape, channel means and a strided subsample (7x7 spatial positions per
 stage).
 """
-import enum
-import sys
-import types
 from pathlib import Path
 
 import torch
 
+from helpers.torchvision_stub import stub_torchvision
 from reference import timm_fixture_state_dict
 
 ARCH = 's0'
 INPUT_SHAPE = (1, 3, 224, 224)
 INPUT_SEED = 0
 OUT = Path(__file__).parent / f'timm_efficientformerv2_{ARCH}.pt'
-
-
-class _Stub(types.ModuleType):
-    """An import-only torchvision module: any name it is asked for is a
-    placeholder class (timm only imports them, and uses some in isinstance
-    checks)."""
-
-    def __getattr__(self, name: str):
-        if name.startswith('__'):
-            raise AttributeError(name)
-        return type(name, (), {})
-
-
-def stub_torchvision() -> None:
-    names = ('torchvision', 'torchvision.datasets', 'torchvision.ops',
-             'torchvision.ops.misc', 'torchvision.transforms',
-             'torchvision.transforms.functional')
-    for name in names:
-        module = _Stub(name)
-        module.__path__ = []
-        sys.modules[name] = module
-        parent, _, child = name.rpartition('.')
-        if parent:
-            setattr(sys.modules[parent], child, module)
-    # Enumerated at import by timm.data.transforms.
-    sys.modules['torchvision.transforms.functional'].InterpolationMode = \
-        enum.Enum('InterpolationMode',
-                  'NEAREST BILINEAR BICUBIC BOX HAMMING LANCZOS')
 
 
 def main() -> None:

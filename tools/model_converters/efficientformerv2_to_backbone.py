@@ -22,7 +22,8 @@ import torch
 from cgrseg.models.backbones import EfficientFormerV2
 from cgrseg.models.backbones.efficientformer_v2_weights import (
     backbone_state_dict, complete_backbone_state_dict, efficientformerv2_arch)
-from cgrseg.models.utils.checkpoint import describe_checkpoint, read_weights
+from cgrseg.models.utils.checkpoint import (describe_checkpoint,
+                                            read_checkpoint)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -37,7 +38,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    ckpt = read_weights(args.src)
+    ckpt = read_checkpoint(args.src)
     description = describe_checkpoint(ckpt)
     state_dict = backbone_state_dict(ckpt, args.src)
     arch = efficientformerv2_arch(state_dict)

@@ -12,6 +12,9 @@ data_preprocessor = dict(
     size=(512, 512),
     # Test images are padded to a multiple of 32, as the authors tested.
     test_cfg=dict(size_divisor=32))
+# EfficientFormerV2-s1 ImageNet weights, timm's copy of the
+# original release, downloaded once (local copy: configs/cgrseg/README.md).
+imagenet_weights = 'https://huggingface.co/timm/efficientformerv2_s1.snap_dist_in1k/resolve/main/model.safetensors'  # noqa: E501
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
@@ -25,7 +28,7 @@ model = dict(
         norm_cfg=norm_cfg,
         norm_eval=False,
         init_cfg=dict(
-            type='Pretrained', checkpoint='checkpoint/eformer_s1_450.pth')),
+            type='Pretrained', checkpoint=imagenet_weights)),
     decode_head=dict(
         type='CGRSegHead',
         in_channels=[48, 120, 224],

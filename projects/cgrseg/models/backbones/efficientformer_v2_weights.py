@@ -1,5 +1,7 @@
 """EfficientFormerV2 weights: the size of a checkpoint, timm's key names, and
-initialising the backbone from ImageNet weights.
+initialising the backbone from ImageNet weights. Importing it registers the
+two ImageNet layouts and a description of the backbone's weights with the
+generic checkpoint code (:mod:`..utils.checkpoint`).
 
 The backbone's keys are those of the original EfficientFormerV2 release
 (``eformer_*_450.pth``); timm's (``efficientformerv2_*.snap_dist_in1k``) are
@@ -14,9 +16,11 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
-from ..utils.checkpoint import (CheckpointError, checkpoint_format,
-                                describe_checkpoint, listing,
-                                mismatch_report, read_weights, state_dict_of)
+from ..utils.checkpoint import (BACKBONE_DESCRIBERS, BACKBONE_FORMATS,
+                                BackboneFormat, CheckpointError,
+                                checkpoint_format, describe_checkpoint,
+                                listing, mismatch_report, read_checkpoint,
+                                state_dict_of)
 from .efficientformer_v2 import (ARCH_SETTINGS, WIDTH_KEYS, arch_label,
                                  arch_of_widths, relative_offset_index,
                                  stage_widths)
@@ -39,6 +43,38 @@ def efficientformerv2_arch(state_dict: Dict[str, torch.Tensor],
             f'size ({sorted(arch_label(a) for a in ARCH_SETTINGS)}).')
     return arch
 
+
+def describe_efficientformerv2(state_dict: Dict[str, torch.Tensor],
+                               prefix: str = '') -> Optional[str]:
+    """``'backbone EfficientFormerV2-s1 (CGRSeg-T)'`` for weights under
+    ``prefix``, or None without EfficientFormerV2's width keys."""
+    widths = stage_widths(state_dict, prefix)
+    if widths is None:
+        return None
+    arch = arch_of_widths(widths)
+    return 'backbone EfficientFormerV2-' + (
+        arch_label(arch) if arch else f'unknown widths {widths}')
+
+
+def _is_original_release(state_dict: Dict[str, torch.Tensor]) -> bool:
+    return 'patch_embed.0.weight' in state_dict and any(
+        k.startswith('network.') for k in state_dict)
+
+
+def _describe_original_release(state_dict: Dict[str, torch.Tensor]) -> str:
+    arch = describe_efficientformerv2(state_dict)
+    arch = f', {arch[len("backbone "):]}' if arch else ''
+    return (f'an EfficientFormerV2 ImageNet checkpoint (original release '
+            f'format{arch})')
+
+
+BACKBONE_FORMATS['efficientformerv2-imagenet'] = BackboneFormat(
+    _is_original_release, _describe_original_release)
+BACKBONE_FORMATS['timm'] = BackboneFormat(
+    lambda state_dict: any(
+        k.startswith(('stem.conv1.', 'stages.')) for k in state_dict),
+    lambda state_dict: 'a timm EfficientFormerV2 ImageNet checkpoint')
+BACKBONE_DESCRIBERS.append(describe_efficientformerv2)
 
 _BN_OR_CONV_LEAVES = ('weight', 'bias', 'running_mean', 'running_var',
                       'num_batches_tracked')
@@ -258,21 +294,21 @@ def complete_backbone_state_dict(
 
 
 def load_pretrained_backbone(backbone: nn.Module, path: str) -> None:
-    """Load ImageNet weights (original release or timm format, ``.pth`` or
-    ``.safetensors``) into ``backbone``, strictly but for the keys an
-    ImageNet checkpoint cannot have (the segmentation bias tables, which stay
-    at zero) and the classifier it has in excess."""
+    """Load ImageNet weights (original release or timm format, ``.pth``,
+    ``.bin`` or ``.safetensors``, a path or a URL) into ``backbone``,
+    strictly but for the keys an ImageNet checkpoint cannot have (the
+    segmentation bias tables, which stay at zero) and the classifier it has
+    in excess."""
     try:
-        ckpt = read_weights(path)
+        ckpt = read_checkpoint(path)
     except FileNotFoundError as err:
         raise FileNotFoundError(
-            f'backbone init_cfg checkpoint {path!r} does not exist. Download '
-            f'the EfficientFormerV2 ImageNet weights (e.g. eformer_s1_450.pth '
-            f'for CGRSeg-T, eformer_s2_450.pth for B, eformer_l_450.pth for '
-            f'L, from the EfficientFormer release, or timm\'s '
-            f'efficientformerv2_{{s1,s2,l}}.snap_dist_in1k) to that path, or '
-            f'set model.backbone.init_cfg=None to train from scratch.'
-        ) from err
+            f'backbone init_cfg checkpoint {path!r} does not exist. Give the '
+            f'EfficientFormerV2 ImageNet weights by URL (as the configs do: '
+            f'https://huggingface.co/timm/efficientformerv2_{{s1,s2,l}}.'
+            f'snap_dist_in1k/resolve/main/model.safetensors for CGRSeg-T/B/L, '
+            f'downloaded once) or a local copy of them, or set '
+            f'model.backbone.init_cfg=None to train from scratch.') from err
     description = describe_checkpoint(ckpt)
     state_dict = backbone_state_dict(ckpt, path)
     try:

@@ -14,7 +14,8 @@ from mmseg.models import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType
 
-from ..utils.checkpoint import CheckpointError, load_segmentor_checkpoint
+from ..utils.checkpoint import (CheckpointError, is_local_path,
+                                load_segmentor_checkpoint)
 
 
 def config_path(config: str,
@@ -82,7 +83,8 @@ def build_teacher_model(config: str) -> EncoderDecoder:
 
 
 def build_teacher(teacher: ConfigType) -> EncoderDecoder:
-    """The frozen teacher of ``dict(config=PATH, checkpoint=PATH)``: the
+    """The frozen teacher of ``dict(config=PATH, checkpoint=PATH_OR_URL)``:
+    the
     model of :func:`build_teacher_model` with the checkpoint loaded
     strictly, in ``eval()`` mode and with ``requires_grad=False``."""
     teacher = dict(teacher)
@@ -98,11 +100,11 @@ def build_teacher(teacher: ConfigType) -> EncoderDecoder:
         raise ValueError('model.teacher.checkpoint is not set: give the '
                          'checkpoint of the trained teacher.')
     config_path(config)
-    if not osp.isfile(checkpoint):
+    if is_local_path(checkpoint) and not osp.isfile(checkpoint):
         url = published_weights(config)
         if url:
-            get = (f'Download the published teacher checkpoint {url} to '
-                   f'{checkpoint}')
+            get = (f'Use the published teacher checkpoint: set '
+                   f'model.teacher.checkpoint={url} (downloaded once)')
         else:
             get = f'Train the teacher first (python tools/train.py {config})'
         raise FileNotFoundError(
