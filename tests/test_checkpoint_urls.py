@@ -212,8 +212,17 @@ def test_test_tool_and_exporter_take_a_url(hub, server, tmp_path):
     assert osp.getsize(onnx) > 0
     assert server.requests == ['/demo.pth']
     missing = server.url('/missing.pth')
-    proc = run(python('tools/test.py', DEMO_CONFIG, missing), env=env,
-               check=False)
-    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
-    assert f'could not download checkpoint {missing}: the server ' \
-        f'answered HTTP 404' in proc.stderr
+    pretrained = tmp_path / 'pretrained.py'
+    pretrained.write_text(
+        f'_base_ = {DEMO_CONFIG!r}\nmodel = dict(backbone=dict(init_cfg=dict('
+        f'_delete_=True, type="Pretrained", checkpoint={missing!r})))\n')
+    data = [f'{split}_dataloader.dataset.data_root={data_root}'
+            for split in ('train', 'val', 'test')]
+    for tool in (['tools/test.py', DEMO_CONFIG, missing],
+                 ['tools/train.py', str(pretrained), '--work-dir',
+                  str(tmp_path / 'train')]):
+        proc = run(python(*tool, '--cfg-options', *data), env=env,
+                   check=False)
+        assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+        assert f'could not download checkpoint {missing}: the server ' \
+            f'answered HTTP 404' in proc.stderr.splitlines()[-1]

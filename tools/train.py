@@ -61,7 +61,7 @@ def main() -> None:
         runner = build_runner(cfg)
         try:
             runner.train()
-        except CheckpointWriteError as err:
+        except (CheckpointWriteError, CheckpointError) as err:
             raise SystemExit(f'tools/train.py: {err}') from None
     status = signal_exit_status(runner)
     if status:
