@@ -13,14 +13,16 @@ import argparse
 import os
 import os.path as osp
 
+import torch.nn as nn
 from mmengine.config import Config
+from mmengine.model import BaseTTAModel, is_model_wrapper
 
-from cgrseg.apis import init_segmentor
 from cgrseg.datasets import check_data_roots
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       config_key_errors, init_cpu_distributed,
                                       load_tool_config)
-from cgrseg.models.utils.checkpoint import CheckpointError
+from cgrseg.models.utils.checkpoint import (CheckpointError, read_checkpoint,
+                                            segmentor_weights)
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,10 +48,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def check_checkpoint_fits(cfg: Config, checkpoint: str) -> None:
-    """Load the checkpoint strictly into a CPU copy of the model."""
+def check_checkpoint_fits(model: nn.Module, checkpoint: str) -> None:
+    """Check strictly that the checkpoint fits the Runner's model (inside
+    its DDP or test-time-augmentation wrapper), before the Runner loads it
+    (leniently: MMEngine only warns about keys that do not fit)."""
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
     try:
-        init_segmentor(cfg, checkpoint)
+        segmentor_weights(model, read_checkpoint(checkpoint), checkpoint)
     except (CheckpointError, FileNotFoundError) as err:
         raise SystemExit(f'tools/test.py: {err}') from None
 
@@ -96,8 +102,6 @@ def main() -> None:
     except FileNotFoundError as err:
         raise SystemExit(f'tools/test.py: {err}') from None
     init_cpu_distributed(cfg)
-    with config_key_errors('tools/test.py'):
-        check_checkpoint_fits(cfg, args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -112,6 +116,7 @@ def main() -> None:
         raise SystemExit(f'tools/test.py: {err}') from None
     with config_key_errors('tools/test.py'):
         runner = build_runner(cfg)
+        check_checkpoint_fits(runner.model, args.checkpoint)
         runner.test()
 
 

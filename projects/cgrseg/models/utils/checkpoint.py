@@ -252,18 +252,16 @@ def _advice(fmt: str) -> str:
     return 'It is not a CGRSeg checkpoint.'
 
 
-def load_segmentor_checkpoint(model: nn.Module, source: str) -> dict:
-    """Load a segmentor checkpoint (0.x or 1.x; a path or URL) strictly.
+def segmentor_weights(model: nn.Module, ckpt: dict,
+                      source: str) -> StateDict:
+    """The weights of a segmentor checkpoint (0.x or 1.x) read from
+    ``source``, after checking strictly that they fit ``model``.
 
     Raises:
         CheckpointError: counting the missing, unexpected and mis-shaped
             keys (naming the first 8 of each), saying what the file looks
             like and what to do instead.
-
-    Returns:
-        the checkpoint dict (e.g. for its ``meta``).
     """
-    ckpt = read_checkpoint(source)
     state_dict = state_dict_of(ckpt)
     report = mismatch_report(model, state_dict)
     if report:
@@ -271,5 +269,14 @@ def load_segmentor_checkpoint(model: nn.Module, source: str) -> dict:
             f'checkpoint {source!r} does not fit this model. It looks like '
             f'{describe_checkpoint(ckpt)}.\n{report}\n'
             f'{_advice(checkpoint_format(state_dict))}')
-    model.load_state_dict(state_dict, strict=True)
+    return state_dict
+
+
+def load_segmentor_checkpoint(model: nn.Module, source: str) -> dict:
+    """Load a segmentor checkpoint (a path or URL) strictly into ``model``
+    (errors: :func:`segmentor_weights`) and return it (e.g. for its
+    ``meta``)."""
+    ckpt = read_checkpoint(source)
+    model.load_state_dict(segmentor_weights(model, ckpt, source),
+                          strict=True)
     return ckpt
