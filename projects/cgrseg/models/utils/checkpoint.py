@@ -165,8 +165,9 @@ def read_checkpoint(source: str) -> dict:
 
 
 def is_local_path(source: str) -> bool:
-    """Whether MMEngine reads ``source`` as a local file (no scheme)."""
-    return CheckpointLoader._get_checkpoint_loader(source) is load_from_local
+    """Whether ``source`` is a local file, not a URL or another MMEngine
+    scheme (``s3://``, ``open-mmlab://``, ...: all have ``://``)."""
+    return '://' not in source
 
 
 def state_dict_of(ckpt: dict) -> StateDict:
