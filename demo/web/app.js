@@ -116,8 +116,8 @@ async function loadModel(name, bytes) {
   clearResult();
   const size = meta.inputShape ?
       `${meta.inputShape[0]}×${meta.inputShape[1]} images only` : 'any size';
-  const isolation = requestedThreads > 1 && !crossOriginIsolated ?
-      ' (threads need a cross-origin isolated page: COOP/COEP headers)' : '';
+  const isolation = crossOriginIsolated ? '' :
+      ' (more need a cross-origin isolated page: COOP/COEP headers)';
   $('model-info').textContent =
       `${name}: ${meta.classes.length} classes, input ${size}, output ` +
       `${output}; onnxruntime-web ${ort.env.versions?.web ?? ''} WASM, ` +
