@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, NoReturn
 from urllib.parse import urlencode, urlsplit
 
 import cv2
@@ -47,7 +47,7 @@ ISOLATION_HEADERS = {
 }
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     sys.exit(f'web_demo.py: {message}')
 
 
