@@ -1,0 +1,191 @@
+"""The browser page (demo/web, onnxruntime-web) through demo/web_demo.py:
+--check in headless Chromium draws onnx_demo.py's overlay, bad input gets
+the page's message and a non-zero exit, names from a model file stay text,
+and --serve serves the page and the model only, cross-origin isolated.
+
+The browser tests need Chromium and the page's npm packages; without them
+they skip and say how to install them (.ci/run does)."""
+import json
+import re
+import subprocess
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+from e2e import DEMO_CONFIG, REPO, load_script, python, run
+from test_deploy import demo_checkpoint  # noqa: F401 (a fixture)
+from test_deploy import EXPORT, ONNX_DEMO, images
+
+WEB_DEMO = 'demo/web_demo.py'
+HOW = ('install them with `apt-get install chromium` and `npm ci` in '
+       'demo/web (.ci/run does both)')
+HAVE_NPM = (REPO / 'demo/web/node_modules/onnxruntime-web/dist/'
+            'ort.wasm.min.mjs').is_file()
+HAVE_CHROMIUM = load_script(
+    'demo/headless_chromium.py').find_chromium() is not None
+needs_npm = pytest.mark.skipif(
+    not HAVE_NPM, reason=f"needs the page's npm packages: {HOW}")
+needs_browser = pytest.mark.skipif(
+    not (HAVE_NPM and HAVE_CHROMIUM),
+    reason=f"needs Chromium and the page's npm packages: {HOW}")
+MARKUP = '<img src=x onerror="document.title=1">'
+
+
+def edited(source: str, path: str, graph_outputs=None, **metadata) -> str:
+    """A copy of the ONNX file ``source`` with metadata entries replaced
+    (None: removed) and, if given, only the ``graph_outputs``."""
+    import onnx
+    model = onnx.load(source)
+    props = {p.key: p.value for p in model.metadata_props}
+    for key, value in metadata.items():
+        props.pop(key, None)
+        if value is not None:
+            props[key] = json.dumps(value)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    if graph_outputs:
+        kept = [o for o in model.graph.output if o.name in graph_outputs]
+        del model.graph.output[:]
+        model.graph.output.extend(kept)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory, demo_checkpoint):
+    """The demo model exported once for any size with both outputs, and
+    variants of that file: fixed-size metadata (the page and onnx_demo.py
+    decide on resizing from it alone), logits only, no palette, class names
+    holding markup, no exporter metadata."""
+    out = tmp_path_factory.mktemp('web')
+    dynamic = str(out / 'dynamic.onnx')
+    run(python(EXPORT, DEMO_CONFIG, demo_checkpoint, '--out', dynamic,
+               '--shape', '128', '128', '--dynamic-shape'))
+    classes = ['background', 'disc', 'square', 'triangle', 'bar']
+    return dict(
+        dynamic=dynamic,
+        fixed=edited(dynamic, str(out / 'fixed.onnx'),
+                     input_shape=[96, 128]),
+        logits=edited(dynamic, str(out / 'logits.onnx'),
+                      graph_outputs=['logits'], outputs=['logits']),
+        no_palette=edited(dynamic, str(out / 'no_palette.onnx'),
+                          palette=None),
+        markup=edited(dynamic, str(out / 'markup.onnx'),
+                      classes=[f'{MARKUP}<b>{c}</b>' for c in classes]),
+        no_metadata=edited(dynamic, str(out / 'plain.onnx'), outputs=None,
+                           input_shape=None))
+
+
+def smooth_image(path, height, width, seed=0) -> str:
+    """A picture of a few colour blobs (regions of several classes)."""
+    blobs = images(6, 5, seed=seed)[0].permute(1, 2, 0).byte().numpy()
+    cv2.imwrite(str(path), cv2.resize(blobs, (width, height)))
+    return str(path)
+
+
+def web_check(model, image, out, *options, check=True):
+    return run(python(WEB_DEMO, '--check', model, image, '--out-file',
+                      str(out), '--timeout', '120', *options), check=check)
+
+
+@needs_browser
+@pytest.mark.e2e
+@pytest.mark.parametrize('model, size, options', [
+    ('dynamic', (100, 76), []),     # sides not multiples of 32
+    ('dynamic', (128, 160), []),
+    ('fixed', (100, 76), ['--resize']),
+    ('logits', (100, 76), []),      # the page takes the argmax
+    ('no_palette', (100, 76), []),  # onnx_demo.py's fallback colours
+])
+def test_check_draws_the_overlay_of_onnx_demo(models, tmp_path, model,
+                                             size, options):
+    image = smooth_image(tmp_path / 'in.png', *size)
+    web, native = tmp_path / 'web.png', tmp_path / 'native.png'
+    proc = web_check(models[model], image, web, *options)
+    assert f'{image} -> {web}' in proc.stdout
+    # onnx_demo.py reads labels only: the logits-only file's labels are
+    # those of the file it was cut from.
+    reference = models['dynamic' if model == 'logits' else model]
+    run(python(ONNX_DEMO, image, reference, '--out-file', str(native),
+               *options))
+    got, expected = cv2.imread(str(web)), cv2.imread(str(native))
+    assert got.shape == expected.shape == (*size, 3)
+    assert np.abs(got.astype(int) - expected).max() <= 1
+    assert len(np.unique(expected.reshape(-1, 3), axis=0)) > 100
+
+
+@needs_browser
+@pytest.mark.e2e
+@pytest.mark.parametrize('model, image, message', [
+    ('text', 'in.png', 'text.onnx is not an ONNX file'),
+    ('no_metadata', 'in.png', 'not written by tools/deployment/'
+     'pytorch2onnx.py'),
+    ('fixed', 'in.png', 'exported for 96x128 images, in.png is 100x76: '
+     'tick "resize"'),
+    ('dynamic', 'text.png', 'cannot read image text.png'),
+])
+def test_check_reports_bad_input(models, tmp_path, model, image, message):
+    smooth_image(tmp_path / 'in.png', 100, 76)
+    (tmp_path / 'text.png').write_text('not an image')
+    (tmp_path / 'text.onnx').write_text('not a model')
+    path = models.get(model, str(tmp_path / f'{model}.onnx'))
+    out = tmp_path / 'out.png'
+    proc = web_check(path, str(tmp_path / image), out, check=False)
+    assert proc.returncode == 1
+    assert 'web_demo.py: the page says: ' in proc.stderr
+    assert message in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert not out.exists()
+
+
+@needs_browser
+@pytest.mark.e2e
+def test_class_names_are_shown_as_text(models, tmp_path):
+    image = smooth_image(tmp_path / 'in.png', 100, 76)
+    proc = web_check(models['markup'], image, tmp_path / 'out.png')
+    # The legend's text: markup inserted as HTML would have none for <img>
+    # and lose the <b> tags.
+    names = re.search(r'\(classes: (.*);', proc.stdout).group(1)
+    assert f'{MARKUP}<b>disc</b>' in names.split(', ')
+
+
+@needs_npm
+def test_serve_gives_the_page_and_the_model_only(tmp_path):
+    model = tmp_path / 'any.onnx'
+    model.write_bytes(b'model bytes')
+    server = subprocess.Popen(
+        python(WEB_DEMO, '--serve', str(model), '--port', '0',
+               '--serve-for', '60'),
+        cwd=str(REPO), stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        address = re.search(r'(http://127\.0\.0\.1:\d+)/\?', line).group(1)
+        page = urllib.request.urlopen(f'{address}/', timeout=10)
+        assert page.headers['Cross-Origin-Opener-Policy'] == 'same-origin'
+        assert page.headers['Cross-Origin-Embedder-Policy'] == 'require-corp'
+        assert b'app.js' in page.read()
+        assert urllib.request.urlopen(f'{address}/model.onnx',
+                                      timeout=10).read() == b'model bytes'
+        wasm = urllib.request.urlopen(
+            f'{address}/node_modules/onnxruntime-web/dist/'
+            'ort-wasm-simd-threaded.wasm', timeout=10)
+        assert wasm.headers['Content-Type'] == 'application/wasm'
+        for path in ('/package.json', '/node_modules/onnxruntime-web/'
+                     'package.json', '/../web_demo.py', '/any.onnx',
+                     '/%2e%2e/onnx_demo.py'):
+            with pytest.raises(urllib.error.HTTPError, match='404'):
+                urllib.request.urlopen(address + path, timeout=10)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_fallback_palette_is_onnx_demos():
+    text = (REPO / 'demo/web/fallback_palette.js').read_text()
+    table = json.loads(text[text.index('= [') + 2:text.rindex(']') + 1]
+                       .replace(',\n]', ']'))
+    expected = np.random.default_rng(0).integers(0, 256, (256, 3))
+    assert table == expected.tolist()
