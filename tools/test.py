@@ -16,7 +16,8 @@ import os.path as osp
 from mmengine.config import Config
 
 from cgrseg.apis import init_segmentor
-from cgrseg.datasets import check_data_roots
+from cgrseg.datasets import (DatasetError, check_data_roots,
+                             check_dataset_config)
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       config_key_errors, init_cpu_distributed,
                                       load_tool_config)
@@ -108,11 +109,15 @@ def main() -> None:
         cfg.test_evaluator['keep_results'] = True
     try:
         check_data_roots(cfg, splits=('test', ))
-    except FileNotFoundError as err:
+        check_dataset_config(cfg, splits=('test', ))
+    except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f'tools/test.py: {err}') from None
     with config_key_errors('tools/test.py'):
         runner = build_runner(cfg)
-        runner.test()
+        try:
+            runner.test()
+        except DatasetError as err:
+            raise SystemExit(f'tools/test.py: {err}') from None
 
 
 if __name__ == '__main__':
