@@ -8,7 +8,7 @@ Each label map is loaded by the dataset's own ``LoadAnnotations`` (so
 ``reduce_zero_label``, a class ``label_map``, the decoder and the file
 backend apply exactly as in training); of each image only the header is
 read, for its size. Cost, measured with
-``tools/analysis_tools/dataset_check_cost.py`` on 2 cores: about 0.1 ms per
+``tools/analysis_tools/dataset_check_cost.py`` on 2 cores: 0.2 ms per
 64x64 pair and 2 ms per 512x512 pair (docs/own_data.md).
 """
 import io
@@ -218,6 +218,6 @@ def check_dataset_files(dataset, name: str, num_classes: Optional[int],
                           ignore_index, found)
         lines += _message(key, leaf, total, found, num_classes, ignore_index)
         print_log(f'{key}: read {total} label maps and image headers in '
-                  f'{time.perf_counter() - start:.1f} s', logger='current')
+                  f'{time.perf_counter() - start:.2f} s', logger='current')
     if lines:
         raise DatasetError('\n'.join(lines))
