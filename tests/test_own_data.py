@@ -244,9 +244,11 @@ def test_colour_label_maps(damaged, tmp_path):
     label = cv2.imread(str(path), 0)
     cv2.imwrite(str(path), np.array(PALETTE, np.uint8)[label])
     message = file_fault(damaged, tmp_path, 'train')
-    assert message.startswith(
-        f'train_dataloader.dataset: 1 of 4 label maps have 3 channels '
-        f'(colour images), e.g. {path}: a label map holds one class index')
+    assert message == (
+        f'train_dataloader.dataset: 1 of 4 label maps are colour images, '
+        f'e.g. {path} (3 channels): a label map holds one class index per '
+        f'pixel (a single-channel or palette PNG); convert the colours to '
+        f'class indices.')
 
 
 def test_no_image_with_img_suffix(my_dataset, tmp_path):

@@ -1,8 +1,8 @@
 """Reads a segmentation dataset's files once, before training or testing,
 and names in one line per kind of fault what would otherwise fail deep in a
-data-loader worker or train on wrong labels: an image without a label map, an unreadable file, a label map in colour (three
-channels), of another size than its image, or with values outside the
-classes.
+data-loader worker or train on wrong labels: an image without a label map,
+an unreadable file, a label map in colour, of another size than its image,
+or with values outside the classes.
 
 Each label map is loaded by the dataset's own ``LoadAnnotations`` (so
 ``reduce_zero_label``, a class ``label_map``, the decoder and the file
@@ -85,22 +85,23 @@ class _Findings:
         self.example.setdefault(kind, example)
 
 
-def _missing_hint(img_path: str, seg_path: str, suffix: str) -> str:
-    """What to change when a label map is missing: a file of the image's
-    name with another suffix suggests ``seg_map_suffix``."""
-    folder = osp.dirname(seg_path)
+def _missing_hint(seg_path: str, suffix: str) -> str:
+    """What to change when a label map is missing: a file of its name with
+    another ending suggests ``seg_map_suffix``."""
+    folder, name = osp.split(seg_path)
     if '://' in seg_path:
         return ''
     if not osp.isdir(folder):
         return (f' The folder {folder} does not exist: check '
                 f'data_prefix.seg_map_path.')
-    stem = osp.splitext(osp.basename(img_path))[0]
-    seg_stem = osp.basename(seg_path)[:-len(suffix)] if suffix else stem
-    others = sorted(name for name in fileio.list_dir_or_file(
-        folder, list_dir=False) if name.startswith(seg_stem))
+    stem = name[:len(name) - len(suffix)]
+    # '0001_mask.png' or '0001.bmp' for '0001', not '00010.png'
+    others = sorted(
+        other for other in fileio.list_dir_or_file(folder, list_dir=False)
+        if other.startswith(stem) and not other[len(stem):][:1].isalnum())
     if others:
         return (f' {folder} has {others[0]}: if that is its label map, set '
-                f"seg_map_suffix='{others[0][len(seg_stem):]}'.")
+                f"seg_map_suffix='{others[0][len(stem):]}'.")
     return ''
 
 
@@ -116,8 +117,7 @@ def _message(name: str, dataset, total: int, found: _Findings,
             f'map, e.g. {img_path} (expected {seg_path}). Every image needs '
             f"a label map of its name ending in seg_map_suffix '{suffix}' "
             f'under data_prefix.seg_map_path: add the missing ones or '
-            f'remove their images.' +
-            _missing_hint(img_path, seg_path, suffix))
+            f'remove their images.' + _missing_hint(seg_path, suffix))
     if 'unset' in count:
         lines.append(
             f'{name}: data_prefix.seg_map_path is not set but the pipeline '
@@ -130,10 +130,10 @@ def _message(name: str, dataset, total: int, found: _Findings,
                 f'{example[kind]}. Replace or remove them.')
     if 'colour' in count:
         lines.append(
-            f'{name}: {count["colour"]} of {total} label maps have 3 '
-            f'channels (colour images), e.g. {example["colour"]}: a label '
-            f'map holds one class index per pixel (a single-channel or '
-            f'palette PNG); convert the colours to class indices.')
+            f'{name}: {count["colour"]} of {total} label maps are colour '
+            f'images, e.g. {example["colour"]}: a label map holds one '
+            f'class index per pixel (a single-channel or palette PNG); '
+            f'convert the colours to class indices.')
     if 'size' in count:
         lines.append(
             f'{name}: {count["size"]} of {total} label maps differ in size '
@@ -171,7 +171,7 @@ def _check_sample(info: dict, image_loader, mask_loader, backend_args,
         found.add('unreadable', f'{seg_path} ({type(err).__name__}: {err})')
         return
     if seg.ndim == 3:
-        found.add('colour', seg_path)
+        found.add('colour', f'{seg_path} ({seg.shape[2]} channels)')
         return
     try:
         size = loaded_image_size(img_path, image_loader, backend_args)
