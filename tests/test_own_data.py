@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
-from cgrseg.datasets import (DatasetError, check_dataset_files,
-                             check_dataset_config)
+from cgrseg.datasets import (DatasetError, check_dataset_config,
+                             check_dataset_files)
 from e2e import REPO, documented, python, run
 
 GUIDE = 'docs/own_data.md'
@@ -173,8 +173,9 @@ def runner_for(config: str, work_dir: Path, *options: str):
 
 def file_fault(data_root: Path, folder: Path, split: str) -> str:
     """What DatasetCheckHook reports on the ``split`` dataset of the
-    guide's config for ``data_root`` (the hook's own call, without building
-    the model: tests/test_own_data.py's e2e test runs it in tools/)."""
+    guide's config for ``data_root``: its own call, without building the
+    model (test_tools_report_bad_data_in_one_line_before_training runs the
+    hook through the tools)."""
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
     cfg = Config.fromfile(edited_config(folder, data_root))
