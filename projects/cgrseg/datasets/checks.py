@@ -9,6 +9,7 @@ from mmengine import fileio
 from mmengine.config import Config
 from mmseg.registry import DATASETS
 
+
 class DatasetError(ValueError):
     """A dataset the model cannot be trained or tested on; the message names
     the file or setting and the fix (the tools print it as one line)."""
