@@ -16,8 +16,7 @@ import os.path as osp
 from mmengine.config import Config
 
 from cgrseg.apis import init_segmentor
-from cgrseg.datasets import (DatasetError, check_data_roots,
-                             check_dataset_config)
+from cgrseg.datasets import check_data_roots, check_dataset_config
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       config_key_errors, init_cpu_distributed,
                                       load_tool_config)
@@ -114,10 +113,7 @@ def main() -> None:
         raise SystemExit(f'tools/test.py: {err}') from None
     with config_key_errors('tools/test.py'):
         runner = build_runner(cfg)
-        try:
-            runner.test()
-        except DatasetError as err:
-            raise SystemExit(f'tools/test.py: {err}') from None
+        runner.test()
 
 
 if __name__ == '__main__':

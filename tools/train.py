@@ -16,8 +16,7 @@ checkpoint and exits with status 143.
 import argparse
 import os
 
-from cgrseg.datasets import (DatasetError, check_data_roots,
-                             check_dataset_config)
+from cgrseg.datasets import check_data_roots, check_dataset_config
 from cgrseg.engine import CheckpointWriteError, signal_exit_status
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       check_resume_checkpoint,
@@ -64,7 +63,7 @@ def main() -> None:
         runner = build_runner(cfg)
         try:
             runner.train()
-        except (CheckpointWriteError, DatasetError) as err:
+        except CheckpointWriteError as err:
             raise SystemExit(f'tools/train.py: {err}') from None
     status = signal_exit_status(runner)
     if status:
