@@ -161,14 +161,19 @@ def shapes_copy(data_root, tmp_path):
     return root
 
 
-def in_process_run(root, work_dir, iters: int = 3):
+def in_process_run(root, work_dir, iters: int = 3, check_files: bool = True):
     """A Runner for ``iters`` iterations (no workers), a checkpoint after
-    each, validation at the end."""
+    each, validation at the end; ``check_files=False``: without
+    DatasetCheckHook's check of the files before training (to test
+    BatchCheckHook's, batch by batch)."""
     from mmengine.runner import Runner
 
     from test_engine import demo_cfg
     cfg = demo_cfg(str(root), str(work_dir), iters=iters)
     cfg.default_hooks.checkpoint.interval = 1
+    for hook in cfg.custom_hooks:
+        if hook['type'] == 'DatasetCheckHook':
+            hook['check_files'] = check_files
     return Runner.from_cfg(cfg)
 
 
@@ -210,7 +215,8 @@ def test_label_map_of_the_wrong_size_names_the_file(split, shapes_copy,
     for path in (shapes_copy / 'ann_dir' / split).glob('*.png'):
         label = mmcv.imread(str(path), flag='unchanged')
         mmcv.imwrite(label[:96, :64], str(path))  # 128x128 images
-    runner = in_process_run(shapes_copy, tmp_path / 'work', iters=1)
+    runner = in_process_run(shapes_copy, tmp_path / 'work', iters=1,
+                            check_files=False)
     when = ' after the training pipeline' if split == 'train' else ''
     with pytest.raises(ValueError, match=(
             rf'label map .*ann_dir/{split}/0\d+\.png is \d+x\d+ but its '
@@ -228,7 +234,8 @@ def test_label_outside_num_classes_stops_training_naming_the_file(
         label = mmcv.imread(str(path), flag='unchanged')
         label[62:66] = 9  # the demo has 5 classes; a band no crop misses
         mmcv.imwrite(label, str(path))
-    runner = in_process_run(shapes_copy, tmp_path / 'work', iters=1)
+    runner = in_process_run(shapes_copy, tmp_path / 'work', iters=1,
+                            check_files=False)
     with pytest.raises(ValueError, match=(
             r'label map .*ann_dir/train/0\d+\.png contains values \[9\] '
             r'outside \[0, 4\] \(ignore_index 255\)')):

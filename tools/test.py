@@ -17,7 +17,7 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
-from cgrseg.datasets import check_data_roots
+from cgrseg.datasets import check_data_roots, check_dataset_config
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       config_key_errors, init_cpu_distributed,
                                       load_tool_config)
@@ -112,7 +112,8 @@ def main() -> None:
         cfg.test_evaluator['keep_results'] = True
     try:
         check_data_roots(cfg, splits=('test', ))
-    except FileNotFoundError as err:
+        check_dataset_config(cfg, splits=('test', ))
+    except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f'tools/test.py: {err}') from None
     with config_key_errors('tools/test.py'):
         runner = build_runner(cfg)

@@ -3,7 +3,8 @@
 mmseg's ``tools/train.py`` plus what CGRSeg users need: ``--amp`` picks
 fp16 ``AmpOptimWrapper`` on CUDA and bfloat16 ``CPUAmpOptimWrapper`` on CPU;
 SyncBN becomes BN where it cannot run (no CUDA); ``--resume`` checks the
-checkpoint it resumes from; missing datasets are reported up front; a
+checkpoint it resumes from; missing datasets, inconsistent classes and
+faulty data files are reported before the first iteration; a
 missing config file, a config key that its class does not take and a
 checkpoint that cannot be written (e.g. a full disk) end in one line, not
 a traceback. Stopped by SIGTERM (see ``SignalStopHook``), it saves a
@@ -15,7 +16,7 @@ checkpoint and exits with status 143.
 import argparse
 import os
 
-from cgrseg.datasets import check_data_roots
+from cgrseg.datasets import check_data_roots, check_dataset_config
 from cgrseg.engine import CheckpointWriteError, signal_exit_status
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       check_resume_checkpoint,
@@ -55,6 +56,7 @@ def main() -> None:
             cfg.load_from = check_resume_checkpoint(
                 cfg.work_dir, None if args.resume == 'auto' else args.resume)
         check_data_roots(cfg, splits=('train', 'val'))
+        check_dataset_config(cfg, splits=('train', 'val'))
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f'tools/train.py: {err}') from None
     with config_key_errors('tools/train.py'):

@@ -1,10 +1,19 @@
-"""Fail early, with one clear message, when a config's dataset is missing."""
+"""Fail early, with one clear message, when a config's dataset is missing,
+finds no image, or its metainfo (classes, palette) is inconsistent."""
+import inspect
 import os.path as osp
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import mmseg
+from mmengine import fileio
 from mmengine.config import Config
 from mmseg.registry import DATASETS
+
+
+class DatasetError(ValueError):
+    """A dataset the model cannot be trained or tested on; the message names
+    the file or setting and the fix (the tools print it as one line)."""
+
 
 GUIDE = ('https://mmsegmentation.readthedocs.io/en/latest/user_guides/'
          '2_dataset_prepare.html')
@@ -145,3 +154,83 @@ def check_data_roots(
         'paths above), e.g.', '  --cfg-options ' + ' '.join(options)
     ]
     raise FileNotFoundError('\n'.join(lines))
+
+
+def _init_default(dataset_cls: type, name: str):
+    """The default of a constructor argument, None if it has none."""
+    parameter = inspect.signature(dataset_cls).parameters.get(name)
+    return None if parameter is None else parameter.default
+
+
+def _no_images(dataset: dict, dataset_cls: type, key: str) -> Optional[str]:
+    """Why a local dataset would find no image (MMEngine fails on an empty
+    one while serialising it), else None."""
+    root = dataset.get('data_root') or ''
+    if dataset.get('ann_file'):
+        path = osp.join(root, dataset['ann_file'])
+        if '://' in path or not osp.isfile(path):
+            return None  # remote, or missing (check_data_roots says so)
+        with open(path) as f:
+            if any(line.strip() for line in f):
+                return None
+        return f'{key}: its ann_file {path} lists no images.'
+    suffix = dataset.get('img_suffix', _init_default(dataset_cls,
+                                                     'img_suffix'))
+    prefix = (dataset.get('data_prefix') or {}).get('img_path') or ''
+    folder = osp.join(root, prefix)
+    if not isinstance(suffix, str) or '://' in folder or not osp.isdir(
+            folder):
+        return None
+    files = fileio.list_dir_or_file(folder, list_dir=False, recursive=True)
+    other = None
+    for name in files:
+        if name.endswith(suffix):
+            return None
+        other = other or name
+    holds = f'it holds e.g. {other}' if other else 'it is empty'
+    return (f"{key} finds no image: no file under {folder} ends in "
+            f"img_suffix '{suffix}' ({holds}): check data_prefix.img_path "
+            f'and img_suffix.')
+
+
+def check_dataset_config(
+        cfg: Config,
+        splits: Sequence[str] = ('train', 'val', 'test')) -> None:
+    """Raise :class:`DatasetError` for a ``{split}_dataloader`` dataset
+    without classes, whose palette has another length than its classes, or
+    that finds no image, before mmseg builds it (where these fail with the
+    whole metainfo printed, an assertion in test mode, or a NumPy error).
+    The classes and palette are the config's ``metainfo`` over the dataset
+    class's ``METAINFO``, as mmseg merges them; a subset of the class's own
+    classes keeps their colours."""
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader or not loader.get('dataset'):
+            continue
+        for dataset, key in _leaf_datasets(loader['dataset'],
+                                           f'{split}_dataloader.dataset'):
+            kind = _type_name(dataset)
+            dataset_cls = DATASETS.get(kind)
+            if not hasattr(dataset_cls, 'get_label_map'):
+                continue  # not a segmentation dataset
+            meta = dict(getattr(dataset_cls, 'METAINFO', {}))
+            meta.update(dataset.get('metainfo') or {})
+            classes, palette = meta.get('classes'), meta.get('palette') or []
+            if not classes:
+                raise DatasetError(
+                    f'{key} ({kind}) has no classes: set {key}.metainfo='
+                    "dict(classes=('background', ...), palette=[[0, 0, 0], "
+                    '...]) with one name and one [R, G, B] colour per label '
+                    'value (docs/own_data.md).')
+            subset = dataset_cls.get_label_map(classes) is not None
+            if palette and len(palette) != len(classes) and not (
+                    subset and len(palette) >= len(classes)):
+                raise DatasetError(
+                    f'{key}.metainfo has {len(classes)} classes but '
+                    f'{len(palette)} palette colours: give one [R, G, B] '
+                    f'colour per class, in the order of the classes (or '
+                    f'leave palette out for fixed random colours).')
+            if not getattr(dataset_cls, 'generates_missing_files', False):
+                problem = _no_images(dataset, dataset_cls, key)
+                if problem:
+                    raise DatasetError(problem)

@@ -1,7 +1,7 @@
 """Config adjustments the training and test tools make before building the
 Runner: precision, SyncBN availability, and the checkpoint to resume from;
-and bad command lines (a missing config, a mistyped config key) reported in
-one line."""
+and bad command lines (a missing config, a mistyped config key) and data
+(DatasetError) reported in one line."""
 import argparse
 import difflib
 import glob
@@ -17,6 +17,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
+from ..datasets import DatasetError
 from ..models.utils.checkpoint import CheckpointError, read_checkpoint
 from .library_notices import quiet_library_notices
 
@@ -105,10 +106,14 @@ def unexpected_keyword_message(err: TypeError) -> Optional[str]:
 
 @contextmanager
 def config_key_errors(tool: str) -> Iterator[None]:
-    """Turns a config key that a class does not take into one line
+    """Turns a config key that a class does not take, and a dataset that
+    the config cannot train or test on (:class:`~cgrseg.datasets.
+    DatasetError`, e.g. from DatasetCheckHook), into one line
     ``'<tool>: ...'`` (SystemExit) instead of a traceback."""
     try:
         yield
+    except DatasetError as err:
+        raise SystemExit(f'{tool}: {err}') from None
     except TypeError as err:
         message = unexpected_keyword_message(err)
         if message is None:
