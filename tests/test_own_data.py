@@ -356,3 +356,15 @@ def test_dataset_check_cost_prints_figures():
     assert re.fullmatch(
         r'3 pairs of 32x32: \d+\.\d\d s \(\d+\.\d{3} ms per pair; median '
         r'of 1 runs: \d+\.\d\d\)\n', proc.stdout), proc.stdout
+
+
+def test_model_without_checkpoint_takes_the_configs_metainfo():
+    """An export of the guide's config without a checkpoint still names
+    the config's classes (BaseSegDataset's own METAINFO has none)."""
+    from cgrseg.apis import init_segmentor
+    cfg = Config.fromfile(str(REPO / CONFIG))
+    meta = init_segmentor(cfg).dataset_meta
+    assert tuple(meta['classes']) == tuple(
+        cfg.test_dataloader.dataset.metainfo.classes)
+    assert list(map(list, meta['palette'])) == list(
+        map(list, cfg.test_dataloader.dataset.metainfo.palette))

@@ -16,14 +16,17 @@ from .models.utils.checkpoint import load_segmentor_checkpoint
 
 
 def _dataset_meta(cfg: Config, ckpt: Optional[dict]) -> dict:
-    """Class names and palette: the checkpoint's, else the test dataset's."""
+    """Class names and palette: the checkpoint's, else the test dataset's
+    (its config's ``metainfo``, else its class's ``METAINFO``)."""
     meta = (ckpt or {}).get('meta', {})
     if 'dataset_meta' in meta:
         return dict(meta['dataset_meta'])
     if 'CLASSES' in meta:
         return dict(classes=meta['CLASSES'], palette=meta.get('PALETTE'))
-    dataset_type = cfg.get('test_dataloader', {}).get('dataset', {}).get(
-        'type')
+    dataset = cfg.get('test_dataloader', {}).get('dataset', {})
+    if dataset.get('metainfo'):
+        return dict(dataset.metainfo)
+    dataset_type = dataset.get('type')
     dataset_cls = DATASETS.get(dataset_type) if dataset_type else None
     return dict(getattr(dataset_cls, 'METAINFO', {}))
 
