@@ -17,6 +17,7 @@ from mmengine.config import Config
 
 from cgrseg.apis import init_segmentor
 from cgrseg.datasets import check_data_roots
+from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       config_key_errors, init_cpu_distributed,
                                       load_tool_config)
@@ -116,4 +117,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()

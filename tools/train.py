@@ -17,6 +17,7 @@ import os
 
 from cgrseg.datasets import check_data_roots
 from cgrseg.engine import CheckpointWriteError, signal_exit_status
+from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       check_resume_checkpoint,
                                       config_key_errors, configure_amp,
@@ -69,4 +70,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()
