@@ -97,7 +97,7 @@ def main() -> None:
     except FileNotFoundError as err:
         raise SystemExit(f'tools/test.py: {err}') from None
     init_cpu_distributed(cfg)
-    with config_key_errors('tools/test.py'):
+    with config_key_errors('tools/test.py', cfg):
         check_checkpoint_fits(cfg, args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
@@ -111,7 +111,7 @@ def main() -> None:
         check_data_roots(cfg, splits=('test', ))
     except FileNotFoundError as err:
         raise SystemExit(f'tools/test.py: {err}') from None
-    with config_key_errors('tools/test.py'):
+    with config_key_errors('tools/test.py', cfg):
         runner = build_runner(cfg)
         runner.test()
 

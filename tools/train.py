@@ -58,7 +58,7 @@ def main() -> None:
         check_data_roots(cfg, splits=('train', 'val'))
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f'tools/train.py: {err}') from None
-    with config_key_errors('tools/train.py'):
+    with config_key_errors('tools/train.py', cfg):
         runner = build_runner(cfg)
         try:
             runner.train()
