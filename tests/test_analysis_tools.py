@@ -2,7 +2,11 @@
 figures (they time nothing here: the shapes are tiny and one run each)."""
 import re
 
+import pytest
+
 from e2e import DEMO_CONFIG, REPO, python, run
+
+pytestmark = pytest.mark.e2e  # every test runs a tool in a subprocess
 
 KD_DEMO = str(REPO / 'configs' / 'distill' /
               'kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')

@@ -14,8 +14,8 @@ import torch
 from checkpoint_server import CheckpointServer
 from e2e import DEMO_CONFIG, REPO, python, run
 from mmengine.runner.checkpoint import CheckpointLoader
-from test_converters import (deterministic_backbone, original_release,
-                             original_to_timm)
+from test_converters import (deterministic_backbone, features_of,
+                             original_release, original_to_timm)
 
 from cgrseg.apis import init_segmentor
 from cgrseg.models.backbones import EfficientFormerV2
@@ -57,18 +57,18 @@ def server():
 
 @pytest.fixture(scope='module')
 def imagenet():
-    """timm-format ImageNet weights and the features they must give."""
+    """A backbone with fixed weights, an input, and the backbone's weights
+    in timm's format."""
     backbone = deterministic_backbone('s1')
     inputs = torch.rand(1, 3, 96, 128, generator=torch.Generator()
                         .manual_seed(0))
-    with torch.no_grad():
-        features = backbone(inputs)
-    return original_to_timm(original_release(backbone)), inputs, features
+    return backbone, inputs, original_to_timm(original_release(backbone))
 
 
 @pytest.mark.parametrize('name', ['model.safetensors', 'pytorch_model.bin'])
 def test_backbone_init_cfg_url_downloads_once(name, imagenet, hub, server):
-    timm, inputs, features = imagenet
+    backbone, inputs, timm = imagenet
+    features = features_of(backbone, inputs)
     path = f'{TIMM_REPO}/{name}'
     server.files[path] = (safetensors.torch.save(timm)
                           if name.endswith('.safetensors') else saved(timm))

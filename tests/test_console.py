@@ -1,7 +1,9 @@
 """What the console shows: optimizer groups summarised, library notices
-dropped, everything else kept."""
+dropped in the tools, everything else kept; importing cgrseg changes no
+warning filter."""
 import io
 import logging
+import warnings
 
 import torch.nn as nn
 from mmengine.logging import MMLogger
@@ -9,7 +11,9 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 
 from cgrseg.engine import GroupSummaryOptimWrapperConstructor
 from cgrseg.engine.library_notices import (LIBRARY_NOTICES,
+                                           library_warnings_ignored,
                                            quiet_library_notices)
+from e2e import DEMO_CONFIG, python, run
 
 OPTIM = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01))
 PARAMWISE = dict(custom_keys={'head': dict(lr_mult=10.),
@@ -73,3 +77,38 @@ def test_library_notices_are_dropped_and_other_warnings_kept():
     out = stream.getvalue()
     assert not any(notice in out for notice in LIBRARY_NOTICES)
     assert 'The loss is NaN' in out and 'Iter(train) [1/8]' in out
+
+
+def test_import_changes_no_warning_filter_and_user_scripts_see_notices():
+    """A user's script (here: a config whose custom_imports import cgrseg)
+    still gets mmseg's notice about avg_non_ignore (docs/porting.md M1)."""
+    script = (
+        'import warnings\n'
+        # they add filters of their own (torch, numpy, scipy, sympy)
+        'import mmengine.runner, mmseg.apis\n'
+        'before = list(warnings.filters)\n'
+        'import cgrseg\n'
+        'assert warnings.filters == before, warnings.filters[:5]\n'
+        'from mmengine.config import Config\n'
+        'from mmengine.registry import init_default_scope\n'
+        'from mmseg.registry import MODELS\n'
+        'init_default_scope("mmseg")\n'
+        f'MODELS.build(Config.fromfile({DEMO_CONFIG!r}).model)\n')
+    proc = run(python('-c', script))
+    assert 'Default ``avg_non_ignore`` is False' in proc.stderr
+
+
+def test_tools_ignore_library_warnings_only_inside_their_main():
+    from mmseg.registry import MODELS
+    loss = dict(type='mmseg.CrossEntropyLoss')
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        with library_warnings_ignored():
+            MODELS.build(loss)
+            warnings.warn('The loss is NaN')
+        inside = [str(w.message) for w in caught]
+        MODELS.build(loss)
+    assert inside == ['The loss is NaN']
+    assert 'avg_non_ignore' in str(caught[-1].message)
+    assert warnings.filters == before

@@ -147,9 +147,15 @@ def source():
     backbone = deterministic_backbone('s1')
     inputs = torch.randn(
         1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    return backbone, inputs
+
+
+def features_of(backbone: torch.nn.Module, inputs: torch.Tensor) -> tuple:
+    """The backbone's outputs, computed where they are compared: with the
+    test's thread count (a module fixture runs before conftest pins it, and
+    another thread count sums in another order)."""
     with torch.no_grad():
-        features = backbone(inputs)
-    return backbone, inputs, features
+        return backbone.eval()(inputs)
 
 
 def save(tmp_path, name, obj) -> str:
@@ -240,7 +246,8 @@ def test_timm_conversion_inverts_exactly(arch):
 @pytest.mark.parametrize('fmt', ['original', 'timm'])
 def test_init_cfg_from_imagenet_format_gives_identical_features(
         tmp_path, source, fmt):
-    backbone, inputs, features = source
+    backbone, inputs = source
+    features = features_of(backbone, inputs)
     weights = original_release(backbone)
     if fmt == 'original':
         path = save(tmp_path, 'eformer_s1_450.pth', {'model': weights})
@@ -277,7 +284,7 @@ def test_unknown_timm_keys_are_listed(tmp_path, source):
 
 
 def test_backbone_converter_tool(tmp_path, source):
-    backbone, _, _ = source
+    backbone, _ = source
     weights = original_release(backbone)
     src = save(tmp_path, 'pytorch_model.bin', original_to_timm(weights))
     dst = str(tmp_path / 'out' / 'eformer_s1_backbone.pth')
@@ -305,7 +312,8 @@ def test_backbone_converter_refuses_wrong_weights(tmp_path, source):
 
 
 def test_safetensors_timm_checkpoint(tmp_path, source):
-    backbone, inputs, features = source
+    backbone, inputs = source
+    features = features_of(backbone, inputs)
     path = str(tmp_path / 'model.safetensors')
     safetensors.torch.save_file(
         original_to_timm(original_release(backbone)), path)

@@ -6,6 +6,7 @@ Teachers are randomly initialised and saved to a temporary checkpoint: the
 tests check the mechanics (frozen teacher, checkpoints, DDP), not accuracy.
 """
 import glob
+import json
 import os
 import os.path as osp
 import re
@@ -25,10 +26,11 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from cgrseg.engine.hooks import DistillCheckpointHook, DistillLossWeightHook
+from cgrseg.engine.hooks import CrashSafeCheckpointHook, DistillLossWeightHook
 from cgrseg.engine.tool_setup import configure_sync_bn
 from cgrseg.models import DistillEncoderDecoder
 from cgrseg.models.segmentors.distill_encoder_decoder import student_config
+from cgrseg.models.segmentors.distill_state import split_distill_state
 from cgrseg.models.segmentors.teacher import (build_teacher_model,
                                               published_weights)
 from cgrseg.models.losses import DistillLayerError
@@ -150,20 +152,20 @@ def kd_model(teachers):
     return MODELS.build(kd_cfg(KD_DEMO, teachers['cgrseg-l']).model)
 
 
-def test_state_dict_is_exactly_the_plain_students(kd_model):
+CONNECTORS = ['distill_losses.1.connector.weight',
+              'distill_losses.1.connector.bias']
+
+
+def test_state_dict_is_the_plain_students_then_the_connectors(kd_model):
     plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
-    assert list(kd_model.state_dict()) == list(plain.state_dict())
+    assert list(kd_model.state_dict()) == \
+        list(plain.state_dict()) + CONNECTORS
     teacher_ids = {id(p) for p in kd_model.teacher.parameters()}
     assert not teacher_ids & {id(p) for p in kd_model.parameters()}
     assert not any(m is kd_model.teacher for m in kd_model.modules())
     assert 'teacher' not in repr(kd_model)
-    connectors = [n for n, _ in kd_model.named_parameters()
-                  if n.startswith('distill_losses.')]
-    assert connectors == ['distill_losses.1.connector.weight',
-                          'distill_losses.1.connector.bias']
-    assert list(kd_model.distill_state_dict()) == connectors
-    # A student state dict loads strictly (the connectors are not state).
-    kd_model.load_state_dict(plain.state_dict(), strict=True)
+    assert [n for n, _ in kd_model.named_parameters()
+            if n.startswith('distill_losses.')] == CONNECTORS
 
 
 def test_building_the_teacher_leaves_the_random_stream(teachers):
@@ -278,7 +280,9 @@ def plain_student_of(kd_model: DistillEncoderDecoder):
 
 def test_prediction_is_the_students(kd_model):
     plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
-    plain.load_state_dict(kd_model.state_dict())
+    checkpoint = {'state_dict': kd_model.state_dict()}
+    split_distill_state(checkpoint)  # as the checkpoint hook files it
+    plain.load_state_dict(checkpoint['state_dict'])
     kd_model.eval()
     plain.eval()
     inputs, samples = batch(1)
@@ -697,22 +701,21 @@ def test_loss_weight_hook_scales_the_losses(teachers):
         DistillLossWeightHook().before_train_iter(plain, 0)
 
 
-def test_checkpoint_hook_saves_and_restores_connectors(kd_model):
-    runner = SimpleNamespace(model=kd_model)
-    hook = DistillCheckpointHook()
+def test_checkpoint_files_the_connectors_beside_the_student(kd_model):
+    """The checkpoint hook of every config keeps the student alone under
+    state_dict and puts the connectors back for a distillation model."""
+    plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+    hook = CrashSafeCheckpointHook()
     checkpoint = {'state_dict': kd_model.state_dict()}
-    hook.before_save_checkpoint(runner, checkpoint)
-    saved = checkpoint['distill_state_dict']
-    assert list(saved) == list(kd_model.distill_state_dict())
-    connector = kd_model.distill_losses[1].connector
-    with torch.no_grad():
-        connector.weight.add_(1)
-    hook.after_load_checkpoint(runner, checkpoint)
-    assert torch.equal(connector.weight,
-                       saved['distill_losses.1.connector.weight'])
-    with pytest.raises(CheckpointError, match='missing in checkpoint'):
-        kd_model.load_distill_state_dict({})
-    hook.after_load_checkpoint(runner, {'state_dict': {}})  # logs only
+    hook.before_save_checkpoint(SimpleNamespace(model=kd_model), checkpoint)
+    assert list(checkpoint['state_dict']) == list(plain.state_dict())
+    assert list(checkpoint['distill_state_dict']) == CONNECTORS
+    for_student = dict(checkpoint, state_dict=dict(checkpoint['state_dict']))
+    hook.after_load_checkpoint(SimpleNamespace(model=plain), for_student)
+    assert list(for_student['state_dict']) == list(plain.state_dict())
+    hook.after_load_checkpoint(SimpleNamespace(model=kd_model), checkpoint)
+    assert 'distill_state_dict' not in checkpoint
+    assert list(checkpoint['state_dict']) == list(kd_model.state_dict())
 
 
 # -- MMEngine Runner on the demo data ----------------------------------------
@@ -750,6 +753,7 @@ def kd_run(tmp_path_factory, data_root, teachers):
     return runner, work_dir
 
 
+@pytest.mark.e2e
 def test_runner_trains_the_student_only(kd_run, teachers):
     runner, _ = kd_run
     model = runner.model
@@ -769,14 +773,13 @@ def test_runner_trains_the_student_only(kd_run, teachers):
         pytest.approx(2 / 50)
 
 
+@pytest.mark.e2e
 def test_checkpoint_holds_the_student_and_the_connectors(kd_run):
     runner, work_dir = kd_run
     ckpt = torch.load(osp.join(work_dir, 'iter_3.pth'), weights_only=True)
     plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
     assert list(ckpt['state_dict']) == list(plain.state_dict())
-    assert list(ckpt['distill_state_dict']) == [
-        'distill_losses.1.connector.weight', 'distill_losses.1.connector.bias'
-    ]
+    assert list(ckpt['distill_state_dict']) == CONNECTORS
     connector = runner.model.distill_losses[1].connector
     assert torch.equal(ckpt['distill_state_dict']
                        ['distill_losses.1.connector.weight'],
@@ -792,6 +795,74 @@ def test_checkpoint_holds_the_student_and_the_connectors(kd_run):
                        connector.weight.detach())
 
 
+@pytest.mark.e2e
+def test_distillation_checkpoint_saved_by_main_loads(kd_run, tmp_path):
+    """A distillation checkpoint in the layout main 8968ee5 saved
+    (tests/data/main_kd_checkpoint_layout.json, recorded from its demo
+    recipe) loads strictly into the plain student, and resuming from it
+    restores the student and the connectors."""
+    from reference import rule_tensor
+    runner, work_dir = kd_run
+    layout = json.loads(
+        (REPO / 'tests' / 'data' / 'main_kd_checkpoint_layout.json')
+        .read_text())
+
+    def tensors(entries) -> dict:
+        return {key: rule_tensor(key, shape) if dtype == 'float32' else
+                torch.zeros(shape, dtype=getattr(torch, dtype))
+                for key, shape, dtype in entries}
+
+    old = dict(meta=dict(epoch=0, iter=1),
+               state_dict=tensors(layout['state_dict']),
+               distill_state_dict=tensors(layout['distill_state_dict']))
+    path = str(tmp_path / 'main_kd.pth')
+    torch.save(old, path)
+    plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
+    load_segmentor_checkpoint(plain, path)
+    try:
+        runner.load_checkpoint(path)
+        state = runner.model.state_dict()
+        assert list(state) == [k for k, _, _ in layout['state_dict']] + [
+            k for k, _, _ in layout['distill_state_dict']]
+        for part in ('state_dict', 'distill_state_dict'):
+            for key, value in old[part].items():
+                assert torch.equal(state[key], value), key
+    finally:
+        runner.load_checkpoint(osp.join(work_dir, 'iter_3.pth'))
+
+
+@pytest.mark.e2e
+def test_checkpoint_deploys_as_the_student(kd_run, capsys):
+    """mmseg's init_model and init_segmentor (the ONNX exporter's loader)
+    read a distillation checkpoint with the plain config, without a
+    warning, and predict as the trained student."""
+    from mmengine.logging import MMLogger
+    from mmseg.apis import init_model
+
+    from cgrseg.apis import init_segmentor
+    runner, work_dir = kd_run
+    path = osp.join(work_dir, 'iter_3.pth')
+    inputs, samples = batch(1)
+    runner.model.eval()
+    with torch.no_grad():
+        expected = runner.model.predict(inputs, samples)[0].seg_logits.data
+    logged = []
+    logger = MMLogger.get_current_instance()
+    logger.addFilter(lambda record: logged.append(record.getMessage()))
+    try:
+        models = [init_model(DEMO_CONFIG, path, device='cpu'),
+                  init_segmentor(DEMO_CONFIG, path)]
+    finally:
+        logger.filters.clear()
+    printed = capsys.readouterr()
+    assert 'state_dict' not in ' '.join(logged) + printed.out + printed.err
+    for model in models:
+        with torch.no_grad():
+            got = model.predict(inputs, samples)[0].seg_logits.data
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.e2e
 def test_test_tool_with_the_plain_config(kd_run, data_root, tmp_path):
     runner, work_dir = kd_run
     command = documented('docs/distillation.md', 'python tools/test.py', {
@@ -828,7 +899,8 @@ class KDProbeHook(Hook):
         torch.save(dict(
             wrapper=type(wrapper).__name__,
             student=model.state_dict(),
-            distill=model.distill_state_dict(),
+            distill={k: v for k, v in model.state_dict().items()
+                     if k.startswith('distill_losses.')},
             teacher=model.teacher.state_dict(),
             teacher_in_ddp=any(id(p) in teacher
                                for p in wrapper.parameters()),
@@ -839,6 +911,7 @@ class KDProbeHook(Hook):
 '''
 
 
+@pytest.mark.e2e
 def test_two_process_ddp_distillation(data_root, teachers, tmp_path):
     probe_dir, work_dir = tmp_path / 'probe', tmp_path / 'work'
     probe_dir.mkdir()

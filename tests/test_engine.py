@@ -41,6 +41,7 @@ def demo_cfg(data_root: str, work_dir: str, iters: int = 2) -> Config:
     return cfg
 
 
+@pytest.mark.e2e
 def test_cpu_amp_runs_the_forward_in_bfloat16(data_root, tmp_path):
     cfg = demo_cfg(data_root, str(tmp_path))
     configure_amp(cfg, enable=True)
@@ -93,14 +94,16 @@ def test_sync_bn_becomes_bn_only_without_cuda(monkeypatch, cuda, expected):
     assert len(types) >= 2 and set(types) == {expected}
 
 
-def test_unexpected_keyword_is_explained_only_for_a_built_config_entry():
-    from mmengine.registry import build_from_cfg
+def test_unexpected_keyword_is_explained_only_for_a_config_entry():
+    from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    import cgrseg  # noqa: F401
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(DEMO_CONFIG)
+    cfg.model.backbone.archh = 's1'
     with pytest.raises(TypeError) as built:
-        build_from_cfg(dict(type='EfficientFormerV2', archh='s1'), MODELS)
-    assert unexpected_keyword_message(built.value) == (
+        MODELS.build(cfg.model)
+    assert unexpected_keyword_message(built.value, cfg) == (
         "EfficientFormerV2 has no parameter 'archh': check the config and "
         '--cfg-options for a mistyped key. EfficientFormerV2 takes: arch, '
         'out_indices, resolution, drop_path_rate, layer_scale_init, '
@@ -114,9 +117,10 @@ def test_unexpected_keyword_is_explained_only_for_a_built_config_entry():
     with pytest.raises(TypeError) as called:
         Block(widht=3)  # a bug in code, not a config key
     assert 'unexpected keyword argument' in str(called.value)
-    assert unexpected_keyword_message(called.value) is None
+    assert unexpected_keyword_message(called.value, cfg) is None
 
 
+@pytest.mark.e2e
 def test_injected_inf_loss_skips_the_step(data_root, tmp_path):
     """A non-finite loss never reaches the weights or the checkpoint."""
     cfg = demo_cfg(data_root, str(tmp_path), iters=3)
@@ -180,6 +184,7 @@ def test_finite_checkpoint_hook_refuses_nan(tmp_path):
         FiniteCheckpointHook().before_save_checkpoint(FakeRunner, checkpoint)
 
 
+@pytest.mark.e2e
 def test_num_classes_mismatch_is_a_clear_error(data_root, tmp_path):
     cfg = demo_cfg(data_root, str(tmp_path))
     cfg.model.decode_head.num_classes = 7

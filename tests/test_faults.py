@@ -1,5 +1,6 @@
-"""Fault sweep: training meets a fault (kill -9 or a full disk while a
-checkpoint is written, SIGTERM, a corrupt image, a wrong-size label map,
+"""Fault sweep: training meets a fault (kill -9 while a checkpoint or
+last_checkpoint is written, a full disk, SIGTERM to a process or to one DDP
+rank, a corrupt image, a wrong-size label map,
 labels outside num_classes, NaN input) and each test checks what the user
 sees and that nothing saved
 before the fault is lost. Related faults tested elsewhere: a killed run
@@ -8,12 +9,15 @@ a truncated checkpoint (..._truncated_checkpoint_is_a_clear_error), an
 unreadable image (test_engine.py::test_unreadable_image_names_the_file), an
 inf loss, NaN weights (test_engine.py)."""
 import glob
+import json
 import os
 import os.path as osp
 import select
 import shutil
 import signal
 import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -65,11 +69,17 @@ def assert_resumes_from(work_dir: str, data_root: str, done: int) -> None:
     assert checkpoint_iter(osp.join(work_dir, 'iter_8.pth')) == 8
 
 
+KEEP_ONE = 'default_hooks.checkpoint.max_keep_ckpts=1'
+
+
+@pytest.mark.e2e
 def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(
         data_root, tmp_path):
     """The writer of iter_8.pth is killed half way: iter_8.pth and its
     temporary file are FIFOs, so the write blocks once the test stops
-    reading; the bytes read stand for what reached the disk."""
+    reading; the bytes read stand for what reached the disk. Only one
+    checkpoint is kept, so iter_4.pth must not be deleted before iter_8.pth
+    is complete."""
     work_dir = str(tmp_path)
     names = ('iter_8.pth', 'iter_8.pth.tmp')
     readers = {}
@@ -80,7 +90,7 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(
     written = dict.fromkeys(names, b'')
     # Its own process group, so that kill -9 takes the data-loader workers
     # with it (as a scheduler killing the job does).
-    proc = popen(train_args(data_root, work_dir),
+    proc = popen(train_args(data_root, work_dir) + [KEEP_ONE],
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                  start_new_session=True)
     try:
@@ -109,6 +119,46 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(
     assert not osp.exists(osp.join(work_dir, 'iter_8.pth.tmp'))
 
 
+@pytest.mark.e2e
+def test_kill_9_while_pointing_to_a_new_checkpoint_keeps_the_old_pointer(
+        data_root, tmp_path):
+    """Killed while last_checkpoint is rewritten for iter_8.pth (once
+    iter_4.pth is saved, last_checkpoint's temporary file becomes a FIFO;
+    the writer is killed when the test has read the new pointer from it).
+    One checkpoint is kept: iter_4.pth, still pointed to, must exist."""
+    work_dir = str(tmp_path)
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    proc = popen(train_args(data_root, work_dir) + [KEEP_ONE],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 start_new_session=True)
+    try:
+        while not (osp.exists(pointer) and 'iter_4' in open(pointer).read()):
+            assert proc.poll() is None, 'training ended before iter_4.pth'
+            time.sleep(0.05)
+        os.mkfifo(pointer + '.tmp')
+        reader = os.open(pointer + '.tmp', os.O_RDONLY | os.O_NONBLOCK)
+        written = b''
+        while not written:
+            assert proc.poll() is None, \
+                'training ended without writing last_checkpoint.tmp'
+            if select.select([reader], [], [], 1)[0]:
+                written = os.read(reader, 4096)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    os.close(reader)
+    if osp.lexists(pointer + '.tmp'):  # the writer may have removed it
+        os.remove(pointer + '.tmp')
+    open(pointer + '.tmp', 'wb').write(written)  # the disk after the kill
+
+    assert written.decode().endswith('iter_8.pth')
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_4.pth')
+    assert checkpoint_iter(osp.join(work_dir, 'iter_4.pth')) == 4
+    assert_resumes_from(work_dir, data_root, 4)
+
+
+@pytest.mark.e2e
 def test_full_disk_while_saving_is_one_clear_error(data_root, tmp_path):
     """iter_8.pth's temporary file is /dev/full, where every write fails
     with ENOSPC."""
@@ -127,6 +177,7 @@ def test_full_disk_while_saving_is_one_clear_error(data_root, tmp_path):
     assert checkpoint_iter(osp.join(work_dir, 'iter_4.pth')) == 4
 
 
+@pytest.mark.e2e
 def test_sigterm_saves_a_checkpoint_and_resume_continues(data_root,
                                                          tmp_path):
     work_dir = str(tmp_path)
@@ -191,6 +242,7 @@ class AtIteration(Hook):
             self.action(data_batch)
 
 
+@pytest.mark.e2e
 def test_image_corrupted_mid_epoch_names_the_file(shapes_copy, tmp_path):
     """Every training image turns unreadable before iteration 2."""
 
@@ -208,6 +260,7 @@ def test_image_corrupted_mid_epoch_names_the_file(shapes_copy, tmp_path):
     assert checkpoint_iter(str(tmp_path / 'work' / 'iter_1.pth')) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_label_map_of_the_wrong_size_names_the_file(split, shapes_copy,
                                                     tmp_path):
@@ -227,6 +280,7 @@ def test_label_map_of_the_wrong_size_names_the_file(split, shapes_copy,
         assert checkpoint_iter(str(tmp_path / 'work' / 'iter_1.pth')) == 1
 
 
+@pytest.mark.e2e
 def test_label_outside_num_classes_stops_training_naming_the_file(
         shapes_copy, tmp_path):
     import mmcv
@@ -242,6 +296,7 @@ def test_label_outside_num_classes_stops_training_naming_the_file(
         runner.train()
 
 
+@pytest.mark.e2e
 def test_nan_input_is_a_clear_error_and_the_weights_stay_finite(
         shapes_copy, tmp_path):
 
@@ -270,5 +325,180 @@ def test_every_config_saves_atomically_and_stops_on_sigterm():
         cfg = Config.fromfile(config)
         assert cfg.default_hooks.checkpoint.backend_args == dict(
             backend='local_atomic'), config
+        assert cfg.default_hooks.checkpoint.type == \
+            'CrashSafeCheckpointHook', config
+        assert cfg.optim_wrapper.type == 'NonFiniteSkipOptimWrapper', config
         hooks = [hook['type'] for hook in cfg.custom_hooks]
         assert {'SignalStopHook', 'BatchCheckHook'} <= set(hooks), config
+
+
+class FilesAtSave(Hook):
+    """Records, as each checkpoint is about to be written, the checkpoints
+    in the work dir and where last_checkpoint points."""
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        work_dir = runner.work_dir
+        pointer = osp.join(work_dir, 'last_checkpoint')
+        self.seen.append((
+            checkpoint['meta']['iter'],
+            sorted(osp.basename(p)
+                   for p in glob.glob(osp.join(work_dir, 'iter_*.pth'))),
+            osp.basename(last_checkpoint(work_dir))
+            if osp.exists(pointer) else None))
+
+
+@pytest.mark.e2e
+def test_crash_safe_hook_replaces_mmengines_save(shapes_copy, tmp_path):
+    """With max_keep_ckpts=1 the kept checkpoint is deleted only after the
+    next one and last_checkpoint are written. CrashSafeCheckpointHook
+    overrides CheckpointHook._save_checkpoint_with_step (MMEngine has no
+    public step between writing and deleting): this fails if MMEngine
+    stops saving through it."""
+    import inspect
+
+    from mmengine.hooks import CheckpointHook
+    assert list(inspect.signature(
+        CheckpointHook._save_checkpoint_with_step).parameters) == [
+            'self', 'runner', 'step', 'meta'], \
+        'MMEngine changed CheckpointHook._save_checkpoint_with_step: ' \
+        'update cgrseg.engine.hooks.CrashSafeCheckpointHook'
+    runner = in_process_run(shapes_copy, tmp_path / 'work')
+    seen = []
+    runner.register_hook(FilesAtSave(seen), priority='LOWEST')
+    checkpoint_hook = next(h for h in runner.hooks
+                           if isinstance(h, CheckpointHook))
+    assert type(checkpoint_hook).__name__ == 'CrashSafeCheckpointHook'
+    checkpoint_hook.max_keep_ckpts = 1
+    runner.train()
+    assert [(i, files, pointer) for i, files, pointer in seen] == [
+        (1, [], None),
+        (2, ['iter_1.pth'], 'iter_1.pth'),
+        (3, ['iter_2.pth'], 'iter_2.pth')]
+    work_dir = str(tmp_path / 'work')
+    assert sorted(osp.basename(p) for p in glob.glob(
+        osp.join(work_dir, 'iter_*.pth'))) == ['iter_3.pth']
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_3.pth')
+    assert checkpoint_iter(osp.join(work_dir, 'iter_3.pth')) == 3
+
+
+@pytest.mark.e2e
+def test_sigterm_in_process_saves_through_the_checkpoint_hook(
+        shapes_copy, tmp_path):
+    """SignalStopHook saves iteration 2 (the interval is 3) through
+    CrashSafeCheckpointHook.save."""
+    from mmengine.hooks import CheckpointHook
+    runner = in_process_run(shapes_copy, tmp_path / 'work', iters=4)
+    hook = next(h for h in runner.hooks if isinstance(h, CheckpointHook))
+    hook.interval = 3
+    runner.register_hook(AtIteration(
+        2, lambda batch: os.kill(os.getpid(), signal.SIGTERM)))
+    runner.train()
+    work_dir = str(tmp_path / 'work')
+    assert runner.iter == 2
+    assert sorted(osp.basename(p) for p in glob.glob(
+        osp.join(work_dir, 'iter_*.pth'))) == ['iter_2.pth']
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_2.pth')
+    assert checkpoint_iter(osp.join(work_dir, 'iter_2.pth')) == 2
+
+
+def rank_pid(probe_dir: str, rank: int) -> int:
+    """The training process of ``rank`` of the run whose ranks have
+    CGRSEG_PROBE_DIR=probe_dir (found through /proc)."""
+    wanted = {f'CGRSEG_PROBE_DIR={probe_dir}'.encode(),
+              f'RANK={rank}'.encode()}
+    for entry in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{entry}/environ', 'rb') as f:
+                env = set(f.read().split(b'\0'))
+            cmdline = open(f'/proc/{entry}/cmdline', 'rb').read()
+        except (OSError, ValueError):
+            continue
+        if wanted <= env and b'train.py' in cmdline:
+            return int(entry)
+    raise AssertionError(f'no rank {rank} process found')
+
+
+def dist_train(config: str, work_dir: str, data_root: str,
+               *extra: str) -> list:
+    return ['bash', 'tools/dist_train.sh', config, '2', '--work-dir',
+            work_dir, *extra, '--cfg-options', *tiny_schedule(data_root)]
+
+
+@pytest.mark.e2e
+def test_sigterm_to_one_ddp_rank_stops_both_and_resume_matches(
+        data_root, tmp_path):
+    """2-process DDP (gloo): SIGTERM to rank 1 only. Both ranks stop after
+    the same iteration, one checkpoint is saved for it, and the resumed
+    run ends with the weights of an uninterrupted one."""
+    config = tmp_path / 'ddp_probe.py'
+    config.write_text(
+        f'_base_ = {DEMO_CONFIG!r}\n'
+        "custom_imports = dict(imports=['cgrseg', 'helpers.param_probe'])\n"
+        "custom_hooks = _base_.custom_hooks + [dict(type='ParamProbeHook')]\n")
+    port = 29500 + (os.getpid() + 700) % 1000
+
+    def env(probe: str) -> dict:
+        os.makedirs(probe, exist_ok=True)
+        return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1',
+                    CGRSEG_PROBE_DIR=probe, PYTHON=sys.executable,
+                    PYTHONPATH=str(REPO / 'tests'), PORT=str(port))
+
+    def launch(work_dir: str, probe: str, *extra: str) -> subprocess.Popen:
+        # its own process group: a rank left waiting for the other (the
+        # failure this test looks for) is killed with the launcher
+        return subprocess.Popen(
+            dist_train(str(config), work_dir, data_root, *extra),
+            cwd=str(REPO), env=env(probe), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def output_of(proc: subprocess.Popen, seen: str = '') -> str:
+        try:
+            return seen + proc.communicate(timeout=600)[0]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    work_dir, probe = str(tmp_path / 'work'), str(tmp_path / 'killed')
+    proc = launch(work_dir, probe)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if 'Iter(train) [3/8]' in line:
+            os.kill(rank_pid(probe, 1), signal.SIGTERM)
+            break
+    output = output_of(proc, ''.join(seen))
+    assert proc.returncode != 0, output[-3000:]  # torchrun: ranks ended 143
+    [message] = [line for line in output.splitlines()
+                 if 'training stopped after iteration' in line]
+    done = int(message.split('after iteration ')[1].split()[0])
+    path = osp.join(work_dir, f'iter_{done}.pth')
+    assert f'SIGTERM (sent to another rank): training stopped after ' \
+        f'iteration {done} of 8, checkpoint {path}.' in message
+    assert 3 <= done < 8, message
+    ranks = [json.load(open(osp.join(probe, f'rank{r}.json')))
+             for r in (0, 1)]
+    assert [len(r['samples']) for r in ranks] == [2 * done] * 2
+    assert sorted(os.listdir(work_dir)).count(f'iter_{done}.pth') == 1
+    assert last_checkpoint(work_dir) == path
+    assert checkpoint_iter(path) == done
+
+    probe = str(tmp_path / 'resumed')
+    proc = launch(work_dir, probe, '--resume')
+    output = output_of(proc)
+    assert proc.returncode == 0, output[-3000:]
+    assert len(json.load(open(osp.join(probe, 'rank0.json')))[
+        'samples']) == 2 * (8 - done)
+    reference_dir, probe = str(tmp_path / 'reference'), str(tmp_path / 'ref')
+    proc = launch(reference_dir, probe)
+    output = output_of(proc)
+    assert proc.returncode == 0, output[-3000:]
+    resumed, reference = (
+        torch.load(osp.join(d, 'iter_8.pth'), weights_only=True)['state_dict']
+        for d in (work_dir, reference_dir))
+    assert list(resumed) == list(reference)
+    for key, value in reference.items():
+        assert torch.equal(resumed[key], value), key

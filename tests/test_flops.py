@@ -6,11 +6,15 @@ CGRSeg-T/B/L. The reference run of the original code measured 4.00 / 7.67 /
 14.91 GFLOPs with mmcv 1.x's counter and exactly the parameter counts below.
 """
 
+import re
+
 import pytest
 
 from cgrseg.apis import init_segmentor
 from e2e import documented, load_script
 from reference import CONFIGS, REPO_ROOT
+
+pytestmark = pytest.mark.e2e  # full-size models at 512x512 (a benchmark)
 
 PAPER_GFLOPS = {'t': 4.0, 'b': 7.6, 'l': 14.9}
 REFERENCE_GFLOPS = {'t': 3.997, 'b': 7.674, 'l': 14.911}
@@ -39,16 +43,12 @@ def test_paper_complexity_at_512(get_flops, variant):
     assert paper == pytest.approx(REFERENCE_GFLOPS[variant], rel=0.005)
     assert total['flops_paper'] == \
         backbone['flops_paper'] + head['flops_paper']
-    # mmengine's default also counts the attention matmuls, norms, etc.
+    # mmengine's default counts every operator it knows (the attention
+    # matmuls among them) but not the convolutions' bias additions.
     ops = total['by_operator']
-    assert total['flops_mmengine'] == total['flops_paper'] - ops[
-        'conv_bias'] + ops['matmul'] + ops['batch_norm'] + ops[
-            'upsample_bilinear2d'] + ops['adaptive_avg_pool2d'] + ops[
-                'layer_norm']
-    assert set(ops) == {
-        'conv', 'conv_bias', 'matmul', 'batch_norm', 'upsample_bilinear2d',
-        'adaptive_avg_pool2d', 'layer_norm'
-    }
+    assert 'matmul' in ops
+    assert total['flops_mmengine'] == sum(ops.values()) - ops['conv_bias']
+    assert total['flops_mmengine'] > total['flops_paper'] - ops['conv_bias']
 
 
 def test_cli_prints_both_conventions(get_flops, capsys, monkeypatch):
@@ -61,4 +61,4 @@ def test_cli_prints_both_conventions(get_flops, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert 'input 1x3x512x512' in out
     assert 'GFLOPs, paper' in out and 'GFLOPs, mmengine' in out
-    assert 'params (M)                9.365' in out
+    assert re.search(r'^params \(M\) +9\.365 ', out, re.M), out

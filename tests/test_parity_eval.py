@@ -28,11 +28,12 @@ import torch.nn.functional as F
 
 from reference import build_reference_model, fixture_input, load_fixture
 
+# The fast tier (-m "not e2e") checks T at 256; B, L and T at 512 are e2e.
 EVAL_FIXTURES = [
     ('t', 'cgrseg_t_eval_1x3x256x256.pt'),
-    ('b', 'cgrseg_b_eval_1x3x256x256.pt'),
-    ('l', 'cgrseg_l_eval_1x3x256x256.pt'),
-    ('t', 'cgrseg_t_eval_2x3x512x512.pt'),
+    pytest.param('b', 'cgrseg_b_eval_1x3x256x256.pt', marks=pytest.mark.e2e),
+    pytest.param('l', 'cgrseg_l_eval_1x3x256x256.pt', marks=pytest.mark.e2e),
+    pytest.param('t', 'cgrseg_t_eval_2x3x512x512.pt', marks=pytest.mark.e2e),
 ]
 
 
@@ -134,6 +135,7 @@ def test_head_internals_match_original(models):
                            expected['channel_mean']) < TOL, name
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('size', [(320, 448), (224, 160)])
 def test_batch_elements_are_independent(models, size):
     """Eval output of a batch equals that of each image alone, at sizes other

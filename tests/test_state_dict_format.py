@@ -11,6 +11,10 @@ from reference import (REFERENCE_DIR, build_reference_model,
                        reference_state_dict, state_spec)
 
 
+# The fast tier (-m "not e2e") checks T; B and L are e2e.
+VARIANTS = ['t'] + [pytest.param(v, marks=pytest.mark.e2e) for v in 'bl']
+
+
 def read_key_table(variant: str):
     with open(REFERENCE_DIR / f'cgrseg_{variant}_state_keys.tsv') as f:
         rows = list(csv.DictReader(f, delimiter='\t'))
@@ -21,7 +25,7 @@ def shape_text(tensor: torch.Tensor) -> str:
     return 'x'.join(map(str, tensor.shape)) or 'scalar'
 
 
-@pytest.mark.parametrize('variant', ['t', 'b', 'l'])
+@pytest.mark.parametrize('variant', VARIANTS)
 def test_weight_rule_matches_oracle_sums(variant):
     spec = state_spec(variant)
     state = reference_state_dict(variant)
@@ -30,7 +34,7 @@ def test_weight_rule_matches_oracle_sums(variant):
         assert math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-9), key
 
 
-@pytest.mark.parametrize('variant', ['t', 'b', 'l'])
+@pytest.mark.parametrize('variant', VARIANTS)
 def test_state_dict_keys_shapes_and_order_match_original(variant):
     model, _ = build_reference_model(variant)
     actual = [(key, shape_text(value), str(value.dtype).replace('torch.', ''))
@@ -43,7 +47,7 @@ def test_state_dict_keys_shapes_and_order_match_original(variant):
         spec['num_params']['total']
 
 
-@pytest.mark.parametrize('variant', ['t', 'b', 'l'])
+@pytest.mark.parametrize('variant', VARIANTS)
 def test_bias_index_tables_are_the_originals(variant):
     """Our relative-offset numbering reproduces the original index buffers."""
     from mmseg.registry import MODELS

@@ -15,6 +15,9 @@ import torch
 
 from e2e import DEMO_CONFIG, REPO, documented, python, run, tiny_schedule
 
+KD_DEMO = str(REPO / 'configs' / 'distill' /
+              'kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
+
 
 @pytest.fixture(scope='session')
 def data_root(tmp_path_factory):
@@ -64,6 +67,7 @@ def miou_by_hand(checkpoint: str, data_root: str) -> float:
         return float(np.nanmean(intersect / union) * 100)
 
 
+@pytest.mark.e2e
 def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run,
                                                             data_root):
     work_dir, proc = demo_run
@@ -82,6 +86,7 @@ def test_train_writes_checkpoints_logs_metrics_and_pictures(demo_run,
     assert ckpt['meta']['iter'] == 8 and 'rng_state' in ckpt
 
 
+@pytest.mark.e2e
 def test_train_console_shows_progress_not_internals(demo_run):
     """The console has the optimizer's groups in a few lines, not a line per
     parameter, and no warnings about the libraries' internals."""
@@ -96,6 +101,7 @@ def test_train_console_shows_progress_not_internals(demo_run):
     assert all('cudnn.benchmark' in line for line in warnings), warnings
 
 
+@pytest.mark.e2e
 def test_test_tool_evaluates_and_paints(demo_run, data_root, tmp_path):
     work_dir, _ = demo_run
     proc = run(python('tools/test.py', DEMO_CONFIG,
@@ -109,6 +115,7 @@ def test_test_tool_evaluates_and_paints(demo_run, data_root, tmp_path):
     assert len(painted) == 24
 
 
+@pytest.mark.e2e
 def test_test_tool_tta_runs_multi_scale_flip(demo_run, data_root, tmp_path):
     from mmengine.config import Config
     work_dir, _ = demo_run
@@ -127,6 +134,7 @@ def test_test_tool_tta_runs_multi_scale_flip(demo_run, data_root, tmp_path):
     assert len(tta['transforms'][1]) == 2  # without and with flip
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('key', ['tta_pipeline', 'tta_model'])
 def test_test_tool_tta_without_tta_config_is_a_clear_error(
         key, demo_run, data_root, tmp_path):
@@ -141,6 +149,7 @@ def test_test_tool_tta_without_tta_config_is_a_clear_error(
     assert 'SegTTAModel' in proc.stderr
 
 
+@pytest.mark.e2e
 def test_test_tool_rejects_a_checkpoint_of_another_model(tmp_path, data_root):
     from reference import build_reference_model
     model_b, _ = build_reference_model('b')
@@ -154,6 +163,7 @@ def test_test_tool_rejects_a_checkpoint_of_another_model(tmp_path, data_root):
     assert 'EfficientFormerV2-s2 (CGRSeg-B)' in proc.stderr
 
 
+@pytest.mark.e2e
 def test_missing_data_root_is_one_clear_error(tmp_path):
     missing = str(tmp_path / 'ade' / 'ADEChallengeData2016')
     config = DEMO_CONFIG.replace(
@@ -169,6 +179,7 @@ def test_missing_data_root_is_one_clear_error(tmp_path):
     assert 'ADEChallengeData2016.zip' in proc.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('tool', ['train', 'test'])
 def test_missing_config_is_one_clear_error(tool):
     typo = DEMO_CONFIG.replace('128x128.py', '128x12.py')
@@ -182,6 +193,7 @@ def test_missing_config_is_one_clear_error(tool):
         f'{DEMO_CONFIG}?')
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('tool,option,cls,valid', [
     ('train', 'train_cfg.max_iter=2', 'IterBasedTrainLoop', 'max_iters'),
     ('test', 'model.backbone.archh=s1', 'EfficientFormerV2', 'arch'),
@@ -208,14 +220,43 @@ def train_log_dirs(work_dir: str) -> set:
     return {d for d in glob.glob(osp.join(work_dir, '*')) if osp.isdir(d)}
 
 
-def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
-                                                   tmp_path):
+def distill_recipe(tmp_path) -> str:
+    """The demo distillation recipe (logit KL and a feature mimic with a
+    learned connector) with a random CGRSeg-T teacher, cheaper than its L."""
+    from cgrseg.models.segmentors.teacher import build_teacher_model
+    teacher = str(tmp_path / 'teacher.pth')
+    torch.manual_seed(0)
+    torch.save({'state_dict': build_teacher_model(DEMO_CONFIG).state_dict()},
+               teacher)
+    config = tmp_path / 'kd_t_to_t.py'
+    config.write_text(
+        f'_base_ = {KD_DEMO!r}\n'
+        f'model = dict(\n'
+        f'    teacher=dict(config={DEMO_CONFIG!r}, checkpoint={teacher!r}),\n'
+        f'    distill_losses=[\n'
+        f'        _base_.model.distill_losses[0],\n'
+        f'        dict(_base_.model.distill_losses[1], teacher_channels=224)'
+        f'])\n')
+    return str(config)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('recipe', ['plain', 'distill'])
+def test_kill_and_resume_matches_uninterrupted_run(recipe, demo_run,
+                                                   data_root, tmp_path):
     """Killed after iter_4.pth, resumed from it (not from scratch: the
     demo run is deterministic, so only the log and the untouched iter_4.pth
-    tell the two apart), and ends equal to the uninterrupted run."""
-    reference_dir, _ = demo_run
-    work_dir = str(tmp_path)
-    args = python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+    tell the two apart), and ends equal to the uninterrupted run: the
+    student and, for distillation, the learned connectors."""
+    if recipe == 'plain':
+        config, reference_dir = DEMO_CONFIG, demo_run[0]
+    else:
+        config = distill_recipe(tmp_path)
+        reference_dir = str(tmp_path / 'reference')
+        run(python('tools/train.py', config, '--work-dir', reference_dir,
+                   '--cfg-options', *tiny_schedule(data_root)))
+    work_dir = str(tmp_path / 'work')
+    args = python('tools/train.py', config, '--work-dir', work_dir,
                   '--cfg-options', *tiny_schedule(data_root))
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     # Its own process group: kill -9 reaches the data-loader workers too
@@ -241,8 +282,8 @@ def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
     before = (os.stat(iter_4).st_mtime_ns, open(iter_4, 'rb').read())
     killed_logs = train_log_dirs(work_dir)
 
-    run(python('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
-               '--resume', '--cfg-options', *tiny_schedule(data_root)))
+    run(args[:args.index('--cfg-options')] + ['--resume'] +
+        args[args.index('--cfg-options'):])
     assert (os.stat(iter_4).st_mtime_ns, open(iter_4, 'rb').read()) == \
         before, 'iter_4.pth was rewritten: training restarted from scratch'
     [resumed_log_dir] = train_log_dirs(work_dir) - killed_logs
@@ -254,11 +295,16 @@ def test_kill_and_resume_matches_uninterrupted_run(demo_run, data_root,
     resumed = torch.load(osp.join(work_dir, 'iter_8.pth'), weights_only=True)
     reference = torch.load(osp.join(reference_dir, 'iter_8.pth'),
                            weights_only=True)
-    for key, value in reference['state_dict'].items():
-        assert torch.equal(resumed['state_dict'][key], value), key
+    parts = ['state_dict'] + (['distill_state_dict']
+                              if recipe == 'distill' else [])
+    for part in parts:
+        assert list(resumed[part]) == list(reference[part])
+        for key, value in reference[part].items():
+            assert torch.equal(resumed[part][key], value), key
     assert final_miou(work_dir) == final_miou(reference_dir)
 
 
+@pytest.mark.e2e
 def test_resume_from_a_truncated_checkpoint_is_a_clear_error(
         demo_run, data_root, tmp_path):
     reference_dir, _ = demo_run
@@ -275,6 +321,7 @@ def test_resume_from_a_truncated_checkpoint_is_a_clear_error(
     assert (tmp_path / 'iter_4.pth').read_bytes() == good
 
 
+@pytest.mark.e2e
 def test_two_process_ddp_on_cpu(data_root, tmp_path):
     """Both ranks train inside MMDistributedDataParallel on disjoint samples
     and end with the same weights (gradients averaged over ranks)."""
@@ -321,6 +368,7 @@ def test_launch_scripts_print_their_usage(script, min_args):
     assert proc.stdout == '' and proc.stderr.count('\n') == 1
 
 
+@pytest.mark.e2e
 def test_dist_scripts_find_the_repository_venv(tmp_path):
     """$PYTHON if set, else <repo>/.venv/bin/python, else python on PATH
     (here a stub without torch)."""
@@ -349,6 +397,7 @@ def test_dist_scripts_find_the_repository_venv(tmp_path):
     assert proc.returncode == 3 and 'python on PATH' in proc.stdout
 
 
+@pytest.mark.e2e
 def test_inference_apis_and_demo_script(demo_run, data_root, tmp_path):
     from mmengine.config import Config
     from mmseg.apis import MMSegInferencer, inference_model, init_model
@@ -373,6 +422,7 @@ def test_inference_apis_and_demo_script(demo_run, data_root, tmp_path):
     assert osp.getsize(out_file) > 0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('install', ['editable', 'regular'])
 def test_mim_train_and_test(install, demo_run, data_root, tmp_path):
     """mim finds configs and tools in cgrseg/.mim: in the README's editable

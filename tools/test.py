@@ -18,6 +18,7 @@ from mmengine.config import Config
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
 from cgrseg.datasets import check_data_roots, check_dataset_config
+from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       config_key_errors, init_cpu_distributed,
                                       load_tool_config)
@@ -115,11 +116,12 @@ def main() -> None:
         check_dataset_config(cfg, splits=('test', ))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f'tools/test.py: {err}') from None
-    with config_key_errors('tools/test.py'):
+    with config_key_errors('tools/test.py', cfg):
         runner = build_runner(cfg)
         check_checkpoint_fits(runner.model, args.checkpoint)
         runner.test()
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()

@@ -18,6 +18,7 @@ import os
 
 from cgrseg.datasets import check_data_roots, check_dataset_config
 from cgrseg.engine import CheckpointWriteError, signal_exit_status
+from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       check_resume_checkpoint,
                                       config_key_errors, configure_amp,
@@ -59,7 +60,7 @@ def main() -> None:
         check_dataset_config(cfg, splits=('train', 'val'))
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f'tools/train.py: {err}') from None
-    with config_key_errors('tools/train.py'):
+    with config_key_errors('tools/train.py', cfg):
         runner = build_runner(cfg)
         try:
             runner.train()
@@ -71,4 +72,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()

@@ -31,6 +31,5 @@ model = dict(
             loss_weight=1.0),
     ])
 custom_hooks = _base_.custom_hooks + [
-    dict(type='DistillCheckpointHook'),
     dict(type='DistillLossWeightHook', warmup_iters=50),
 ]

@@ -35,6 +35,5 @@ model = dict(
     ])
 # The distillation losses warm up with the learning rate (1500 iterations).
 custom_hooks = _base_.custom_hooks + [
-    dict(type='DistillCheckpointHook'),
     dict(type='DistillLossWeightHook', warmup_iters=1500),
 ]

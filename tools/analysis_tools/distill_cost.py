@@ -42,6 +42,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from cgrseg.engine.library_notices import library_warnings_ignored
 from measuring import (current_memory_mib, peak_memory_mib,
                        run_in_fresh_process, time_steps)
 
@@ -241,4 +242,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()

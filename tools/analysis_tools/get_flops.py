@@ -29,6 +29,7 @@ from mmengine.analysis.jit_handles import conv_flop_jit, get_shape
 from mmengine.config import DictAction
 
 from cgrseg.apis import init_segmentor
+from cgrseg.engine.library_notices import library_warnings_ignored
 
 PARTS = ('', 'backbone', 'decode_head')
 PAPER_OPS = ('conv', 'conv_bias')
@@ -127,4 +128,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()

@@ -9,6 +9,14 @@ from typing import Any, Callable, List
 import torch
 
 
+def _quietly(target: Callable[..., None], *args: Any) -> None:
+    """``target(*args)`` without the library notices the tools hide (a
+    spawned child does not inherit its parent's warning filters)."""
+    from cgrseg.engine.library_notices import library_warnings_ignored
+    with library_warnings_ignored():
+        target(*args)
+
+
 def run_in_fresh_process(target: Callable[..., None], *args: Any) -> Any:
     """Call ``target(*args, queue)`` in a new (spawned) process and return
     the object it puts on ``queue``. A child that dies without reporting
@@ -16,7 +24,7 @@ def run_in_fresh_process(target: Callable[..., None], *args: Any) -> Any:
     with its exit code instead of waiting forever."""
     context = mp.get_context('spawn')
     results = context.Queue()
-    proc = context.Process(target=target, args=(*args, results))
+    proc = context.Process(target=_quietly, args=(target, *args, results))
     proc.start()
     while True:
         try:

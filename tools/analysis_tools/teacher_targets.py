@@ -34,6 +34,7 @@ from mmengine.registry import init_default_scope
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import DATASETS, MODELS
 
+from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.engine.tool_setup import configure_sync_bn
 
 
@@ -134,4 +135,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()

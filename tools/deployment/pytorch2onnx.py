@@ -18,9 +18,6 @@ Runtime beside PyTorch on the same inputs (the export size, and with
 more than 1e-4 relative or fewer than 99.99 % of the labels agree.
 A distillation config exports its student.
 """
-# isort: off
-import cgrseg  # noqa: F401  first: it hides the libraries' import notices
-# isort: on
 import argparse
 import os.path as osp
 import sys
@@ -33,6 +30,7 @@ from cgrseg.apis import init_segmentor
 from cgrseg.deploy import DeploySegmentor
 from cgrseg.deploy.onnx_export import (compare_with_pytorch, export_onnx,
                                        onnx_session, require)
+from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.models.utils.checkpoint import CheckpointError
 
 MAX_REL_ERR = 1e-4
@@ -150,4 +148,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()

@@ -24,6 +24,7 @@ import torch
 from mmengine.config import Config
 
 from cgrseg.apis import init_segmentor
+from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.models.backbones.efficientformer_v2_weights import \
     efficientformerv2_arch
 from cgrseg.models.utils.checkpoint import (CheckpointError,
@@ -153,4 +154,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()

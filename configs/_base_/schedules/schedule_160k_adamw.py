@@ -3,7 +3,9 @@
 # 1e-6 (both schedulers start at 0; docs/porting.md, Schedule). The model's
 # per-parameter multipliers are in the cgrseg configs (paramwise_cfg).
 optim_wrapper = dict(
-    type='OptimWrapper',
+    # A step with a NaN/inf gradient is skipped (training stops after 20 in
+    # a row; cgrseg.engine.optim_wrappers); finite steps are OptimWrapper's.
+    type='NonFiniteSkipOptimWrapper',
     # mmengine's default constructor, logging one line per lr/decay group
     # (cgrseg.engine.optim_constructor).
     constructor='GroupSummaryOptimWrapperConstructor',
@@ -28,10 +30,12 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # backend_args: checkpoints are written atomically (to <name>.tmp, then
-    # renamed), see cgrseg.engine.atomic_backend.
+    # A kill at any moment leaves a complete checkpoint and last_checkpoint
+    # pointing to one: each file is written atomically (backend_args: to
+    # <name>.tmp, then renamed; cgrseg.engine.atomic_backend), old ones are
+    # deleted after (cgrseg.engine.hooks.CrashSafeCheckpointHook).
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=16000,
+        type='CrashSafeCheckpointHook', by_epoch=False, interval=16000,
         max_keep_ckpts=3, backend_args=dict(backend='local_atomic')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

@@ -1,10 +1,9 @@
 # The demo schedule of the SyntheticShapes configs: the AdamW of
 # schedule_160k_adamw.py, hotter (lr 2e-3) and short (50-iteration warm-up,
-# poly decay over 300 iterations), skipping non-finite steps; validation and
-# a checkpoint every 100 iterations, the best by mIoU kept.
+# poly decay over 300 iterations); validation and a checkpoint every 100
+# iterations, the best by mIoU kept.
 _base_ = './schedule_160k_adamw.py'
-optim_wrapper = dict(
-    type='NonFiniteSkipOptimWrapper', optimizer=dict(lr=2e-3))
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
          end=50),

@@ -44,30 +44,34 @@ class AtomicLocalBackend(LocalBackend):
     that name replaces."""
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
-        self._write_atomically(obj, str(filepath))
+        write_atomically(obj, str(filepath))
 
     def put_text(self, obj: str, filepath: Union[str, Path],
                  encoding: str = 'utf-8') -> None:
-        self._write_atomically(obj.encode(encoding), str(filepath))
+        write_atomically(obj.encode(encoding), str(filepath))
 
-    @staticmethod
-    def _write_atomically(data: bytes, filepath: str) -> None:
-        folder = osp.dirname(osp.abspath(filepath))
-        mmengine.mkdir_or_exist(folder)
-        tmp = filepath + '.tmp'
-        try:
-            with open(tmp, 'wb') as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        except OSError as err:
-            if osp.lexists(tmp):
-                os.remove(tmp)
-            raise CheckpointWriteError(
-                err.errno,
-                f'could not write {filepath}: {err.strerror or err}. '
-                f'Nothing was written under that name and earlier files in '
-                f'{folder} are intact; free space there (or choose another '
-                f'--work-dir) and continue with --resume') from err
-        _fsync_dir(folder)
+
+def write_atomically(data: bytes, filepath: str) -> None:
+    """Replaces ``filepath`` by ``data`` atomically: written to
+    ``<filepath>.tmp``, flushed to disk, renamed. Raises
+    :class:`CheckpointWriteError` (the temporary file removed, ``filepath``
+    untouched) if the write fails."""
+    folder = osp.dirname(osp.abspath(filepath))
+    mmengine.mkdir_or_exist(folder)
+    tmp = filepath + '.tmp'
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except OSError as err:
+        if osp.lexists(tmp):
+            os.remove(tmp)
+        raise CheckpointWriteError(
+            err.errno,
+            f'could not write {filepath}: {err.strerror or err}. '
+            f'Nothing was written under that name and earlier files in '
+            f'{folder} are intact; free space there (or choose another '
+            f'--work-dir) and continue with --resume') from err
+    _fsync_dir(folder)

@@ -14,8 +14,9 @@ from typing import Iterator, Optional
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
+from mmengine.registry import RUNNERS, Registry
 from mmengine.runner import Runner, find_latest_checkpoint
+from mmseg import registry as mmseg_registry
 
 from ..datasets import DatasetError
 from ..models.utils.checkpoint import CheckpointError, read_checkpoint
@@ -80,34 +81,60 @@ _UNEXPECTED_KEYWORD = re.compile(
     r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
-def unexpected_keyword_message(err: TypeError) -> Optional[str]:
-    """For a TypeError from building a config entry (MMEngine's registry
-    calls ``obj_cls(**args)``) with a keyword its class does not take, e.g.
-    a mistyped key: the class, the key and the parameters it takes. None
-    for any other TypeError."""
+def _config_entries(node) -> Iterator[dict]:
+    """Every dict with a ``type`` in a (nested) config."""
+    if isinstance(node, dict):
+        if 'type' in node:
+            yield node
+        for value in node.values():
+            yield from _config_entries(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _config_entries(value)
+
+
+def _registered_class(type_) -> Optional[type]:
+    """The class a config ``type`` names, looked up in mmseg's registries
+    (which fall back to MMEngine's)."""
+    if inspect.isclass(type_):
+        return type_
+    if not isinstance(type_, str):
+        return None
+    for registry in vars(mmseg_registry).values():
+        if isinstance(registry, Registry):
+            cls = registry.get(type_)
+            if cls is not None:
+                return cls
+    return None
+
+
+def unexpected_keyword_message(err: TypeError, cfg: Config) -> Optional[str]:
+    """For a TypeError from building an entry of ``cfg`` with a keyword its
+    class does not take (a mistyped key): the class, the key and the
+    parameters it takes. None for any other TypeError, e.g. one raised by
+    code rather than by a config entry."""
     match = _UNEXPECTED_KEYWORD.search(str(err))
     if match is None:
         return None
     name, key = match.groups()
-    tb = err.__traceback__
-    while tb is not None:
-        cls = tb.tb_frame.f_locals.get('obj_cls')
-        if inspect.isclass(cls) and cls.__name__ == name:
-            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                     inspect.Parameter.KEYWORD_ONLY)
-            params = [p.name for p in inspect.signature(
-                cls).parameters.values() if p.kind in kinds]
-            return (f'{name} has no parameter {key!r}: check the config and '
-                    f'--cfg-options for a mistyped key. {name} takes: '
-                    f'{", ".join(params)}.')
-        tb = tb.tb_next
+    for entry in _config_entries(cfg.to_dict()):
+        cls = _registered_class(entry['type']) if key in entry else None
+        if cls is None or cls.__name__ != name:
+            continue
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                 inspect.Parameter.KEYWORD_ONLY)
+        params = [p.name for p in inspect.signature(cls).parameters.values()
+                  if p.kind in kinds]
+        return (f'{name} has no parameter {key!r}: check the config and '
+                f'--cfg-options for a mistyped key. {name} takes: '
+                f'{", ".join(params)}.')
     return None
 
 
 @contextmanager
-def config_key_errors(tool: str) -> Iterator[None]:
-    """Turns a config key that a class does not take, and a dataset that
-    the config cannot train or test on (:class:`~cgrseg.datasets.
+def config_key_errors(tool: str, cfg: Config) -> Iterator[None]:
+    """Turns a key of ``cfg`` that its class does not take, and a dataset
+    that the config cannot train or test on (:class:`~cgrseg.datasets.
     DatasetError`, e.g. from DatasetCheckHook), into one line
     ``'<tool>: ...'`` (SystemExit) instead of a traceback."""
     try:
@@ -115,7 +142,7 @@ def config_key_errors(tool: str) -> Iterator[None]:
     except DatasetError as err:
         raise SystemExit(f'{tool}: {err}') from None
     except TypeError as err:
-        message = unexpected_keyword_message(err)
+        message = unexpected_keyword_message(err, cfg)
         if message is None:
             raise
         raise SystemExit(f'{tool}: {message}') from None

@@ -5,11 +5,14 @@ import signal
 from typing import Optional, Sequence
 
 import torch
-from mmengine.dist import all_reduce, get_world_size
+from mmengine.dist import all_reduce, barrier, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
+
+from .crash_safe_checkpoint_hook import (CrashSafeCheckpointHook,
+                                         write_checkpoint)
 
 
 @HOOKS.register_module()
@@ -24,8 +27,9 @@ class SignalStopHook(Hook):
 
     A second signal stops at once (the default action); a checkpoint being
     written then is lost, not left truncated (the configs write checkpoints
-    atomically). In distributed training all ranks stop after the same
-    iteration. Only iteration-based loops stop early: MMEngine resumes
+    atomically). In distributed training a signal to any rank stops every
+    rank after the same iteration, and all exit with that status once the
+    checkpoint is written. Only iteration-based loops stop early: MMEngine resumes
     epoch-based loops at an epoch boundary, so there the signal keeps its
     default action.
     """
@@ -34,7 +38,8 @@ class SignalStopHook(Hook):
 
     def __init__(self, signals: Sequence[str] = ('SIGTERM', )) -> None:
         self.signals = [signal.Signals[name] for name in signals]
-        self.received: Optional[signal.Signals] = None
+        self.received: Optional[signal.Signals] = None  # by this process
+        self.stopped_by: Optional[signal.Signals] = None  # by any rank
         self._previous: dict = {}
 
     def _handle(self, signum: int, frame) -> None:
@@ -57,22 +62,27 @@ class SignalStopHook(Hook):
             signal.signal(sig, handler)
         self._previous = {}
 
-    def _stop_requested(self) -> bool:
-        """Whether any rank received a signal."""
-        if get_world_size() == 1:
-            return self.received is not None
-        flag = torch.tensor([float(self.received is not None)])
-        all_reduce(flag, op='max')  # on the backend's device
-        return bool(flag.item())
+    def _agreed_signal(self) -> Optional[signal.Signals]:
+        """The signal that any rank received (the highest number if they
+        differ), or None: every rank gets the same answer."""
+        number = int(self.received or 0)
+        if get_world_size() > 1:
+            flag = torch.tensor([float(number)])
+            all_reduce(flag, op='max')  # on the backend's device
+            number = int(flag.item())
+        return signal.Signals(number) if number else None
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        if not self._previous or not self._stop_requested():
+        if not self._previous:
+            return
+        self.stopped_by = self._agreed_signal()
+        if self.stopped_by is None:
             return
         done = runner.iter + 1
         runner.train_loop.stop_training = True
-        name = self.received.name if self.received else \
-            'a signal to another rank'
+        name = self.stopped_by.name + (
+            '' if self.received else ' (sent to another rank)')
         checkpoint_hook = next(
             (h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
         if checkpoint_hook is None:
@@ -85,9 +95,12 @@ class SignalStopHook(Hook):
             checkpoint_hook.out_dir,
             checkpoint_hook.filename_tmpl.format(done))
         if runner.message_hub.get_info('last_ckpt') != path:
-            # CheckpointHook's own saving (file name, backend, kept
-            # checkpoints, last_checkpoint); it has no public method for it.
-            checkpoint_hook._save_checkpoint(runner)
+            if isinstance(checkpoint_hook, CrashSafeCheckpointHook):
+                checkpoint_hook.save(runner)
+            else:  # MMEngine's own: saved with its settings, not pruned
+                write_checkpoint(runner, checkpoint_hook, done,
+                                 dict(epoch=runner.epoch, iter=done))
+        barrier()  # no rank exits before the checkpoint is written
         print_log(f'{name}: training stopped after iteration {done} of '
                   f'{runner.max_iters}, checkpoint {path}. Continue with '
                   f'tools/train.py ... --resume.', logger='current',
@@ -98,6 +111,6 @@ def signal_exit_status(runner) -> int:
     """128 + the signal that stopped training through a
     :class:`SignalStopHook`, else 0."""
     for hook in runner.hooks:
-        if isinstance(hook, SignalStopHook) and hook.received is not None:
-            return 128 + int(hook.received)
+        if isinstance(hook, SignalStopHook) and hook.stopped_by is not None:
+            return 128 + int(hook.stopped_by)
     return 0

@@ -3,8 +3,8 @@
 
 The segmentor *is* the student: its ``backbone``/``neck``/``decode_head``/
 ``auxiliary_head`` are built from the same config entries as a plain
-``EncoderDecoder`` and its :meth:`state_dict` holds exactly the student's
-keys, so a distillation checkpoint loads into the plain student config.
+``EncoderDecoder``, and its :meth:`state_dict` holds the student's keys in
+the plain model's order, then the connectors (``distill_losses.*``).
 Prediction (``predict``, ``tools/test.py``, the inference APIs) is the
 inherited ``EncoderDecoder`` code and runs the student alone.
 
@@ -19,14 +19,13 @@ from DDP's gradient buckets and broadcasts), ``train()`` and
 the same autocast as the student.
 
 Learned distillation parameters (the connectors of
-:class:`~cgrseg.models.losses.FeatureMimicLoss`) live in
-``self.distill_losses``: they are trained and synchronised like the student
-but left out of ``state_dict()``; :class:`~cgrseg.engine.hooks.
-DistillCheckpointHook` stores them in the checkpoint under
-``distill_state_dict`` and restores them on resume.
+:class:`~cgrseg.models.losses.FeatureMimicLoss`) are ordinary submodules
+under ``self.distill_losses``: trained, synchronised, saved in
+``state_dict()`` and restored on resume like the student. Checkpoint files
+keep them beside the student's ``state_dict`` (see :mod:`.distill_state`),
+so a distillation checkpoint loads into the plain student config.
 """
 import copy
-from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -39,11 +38,8 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
 from torch import Tensor
 
 from ..losses import DistillLayerError
-from ..utils.checkpoint import CheckpointError, mismatch_report
 from .distill_layers import (LAYER_HELP, LOGITS, OutputTap, layer_outputs,
                              parse_layer, teacher_needs_head)
-from .distill_state import (DISTILL_PREFIX, allow_missing_distill_state,
-                            drop_distill_state)
 from .teacher import build_teacher
 
 
@@ -140,9 +136,6 @@ class DistillEncoderDecoder(EncoderDecoder):
         self._teacher_runs_head = teacher_needs_head(
             [spec for _, spec in self.distill_pairs])
         self.distill_loss_multiplier = 1.0
-        self.register_state_dict_post_hook(drop_distill_state)
-        self.register_load_state_dict_post_hook(
-            allow_missing_distill_state)
 
     @property
     def teacher(self) -> EncoderDecoder:
@@ -232,31 +225,6 @@ class DistillEncoderDecoder(EncoderDecoder):
         if recurse:
             self.teacher._apply(fn)
         return self
-
-    # -- distillation parameters (connectors) -----------------------------
-
-    def distill_state_dict(self) -> Dict[str, Tensor]:
-        """The learned distillation parameters, keys ``distill_losses.*``
-        (empty when no loss has a connector)."""
-        return OrderedDict(
-            (DISTILL_PREFIX + key, value.detach())
-            for key, value in self.distill_losses.state_dict().items())
-
-    def load_distill_state_dict(self, state_dict: Dict[str, Tensor]) -> None:
-        """Load what :meth:`distill_state_dict` returned, strictly."""
-        stripped = OrderedDict(
-            (key[len(DISTILL_PREFIX):], value)
-            for key, value in state_dict.items()
-            if key.startswith(DISTILL_PREFIX))
-        outside = [k for k in state_dict if not k.startswith(DISTILL_PREFIX)]
-        report = mismatch_report(self.distill_losses, stripped)
-        if outside or report:
-            raise CheckpointError(
-                f'the distillation parameters in the checkpoint do not fit '
-                f'model.distill_losses:\n{report or ""}'
-                f'{" keys outside distill_losses.*: " if outside else ""}'
-                f'{", ".join(outside[:8])}')
-        self.distill_losses.load_state_dict(stripped, strict=True)
 
     # -- training ---------------------------------------------------------
 

@@ -1,28 +1,33 @@
-"""Keeping the learned distillation parameters (``distill_losses.*``) out of
-a distillation segmentor's state dict, so that it is the student's."""
-import re
+"""Where a distillation checkpoint keeps the learned distillation
+parameters (the connectors, ``distill_losses.*``).
 
-import torch.nn as nn
+A :class:`DistillEncoderDecoder` holds them as ordinary submodules, so its
+``state_dict()`` is the student's keys followed by ``distill_losses.*``
+(the teacher is not a submodule). A checkpoint file keeps the student alone
+under ``state_dict``, so that every student loader (``tools/test.py``,
+``mmseg.apis.init_model``, the ONNX exporter) reads it as a plain student
+checkpoint, and the connectors beside it under ``distill_state_dict``:
+:func:`split_distill_state` on saving, :func:`merge_distill_state` on
+loading into a distillation model. Checkpoints written before connectors
+were part of ``state_dict()`` have the same layout."""
+from collections import OrderedDict
 
 DISTILL_PREFIX = 'distill_losses.'
-_DISTILL_KEY = re.compile(r'(^|\.)distill_losses\.')
+DISTILL_KEY = 'distill_state_dict'
 
 
-def drop_distill_state(module: nn.Module, state_dict: dict, prefix: str,
-                       local_metadata: dict) -> None:
-    """state_dict post-hook: leave the distillation parameters out."""
-    drop = prefix + DISTILL_PREFIX
-    for key in [k for k in state_dict if k.startswith(drop)]:
-        del state_dict[key]
-    metadata = getattr(state_dict, '_metadata', None)
-    if metadata is not None:
-        for key in [k for k in metadata
-                    if k.startswith(prefix + DISTILL_PREFIX[:-1])]:
-            del metadata[key]
+def split_distill_state(checkpoint: dict) -> None:
+    """Moves the ``distill_losses.*`` entries of ``checkpoint['state_dict']``
+    to ``checkpoint['distill_state_dict']`` (none: nothing changes)."""
+    state_dict = checkpoint['state_dict']
+    keys = [k for k in state_dict if k.startswith(DISTILL_PREFIX)]
+    if keys:
+        checkpoint[DISTILL_KEY] = OrderedDict(
+            (k, state_dict.pop(k)) for k in keys)
 
 
-def allow_missing_distill_state(module: nn.Module,
-                                incompatible_keys) -> None:
-    """load_state_dict post-hook: a student state dict is complete."""
-    missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not _DISTILL_KEY.search(k)]
+def merge_distill_state(checkpoint: dict) -> None:
+    """Moves ``checkpoint['distill_state_dict']`` back into
+    ``checkpoint['state_dict']``, for loading into a distillation model."""
+    if DISTILL_KEY in checkpoint:
+        checkpoint['state_dict'].update(checkpoint.pop(DISTILL_KEY))
