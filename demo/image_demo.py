@@ -15,6 +15,7 @@ from mmengine.config import Config
 from mmseg.apis import inference_model, init_model, show_result_pyplot
 
 import cgrseg  # noqa: F401  registers the CGRSeg modules
+from cgrseg.engine.library_notices import library_warnings_ignored
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,4 +42,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with library_warnings_ignored():
+        main()
