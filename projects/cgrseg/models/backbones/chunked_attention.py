@@ -17,7 +17,8 @@ fixed-size export) and as one ``torch.ops.higher_order.scan`` (an ONNX Scan)
 when the sizes are symbolic (a dynamic-shape export), whose row count cannot
 be unrolled.
 """
-from typing import Callable, Optional, Tuple
+import math
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,25 @@ def resize_rows(table: torch.Tensor, taps: CubicTaps) -> torch.Tensor:
     return out
 
 
+# One block of bias rows, as attention functions take it: the rows
+# themselves (heads, r, Nk), or a band of the key-resized table (heads, nb,
+# Nk) with the (r, nb) bicubic row weights, to be multiplied together by the
+# scores' matmul (:func:`biased_scores`).
+BiasBlock = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+
+def _tap_span(in_size: int, out_size: int, start: int,
+              stop: int) -> Tuple[int, int]:
+    """First and last source row any tap of output rows start:stop reads,
+    from float64 source positions; one row of margin on either side covers
+    float32 rounding of the position across an integer."""
+    def source(i: int) -> float:
+        return (i + 0.5) * in_size / out_size - 0.5
+
+    return (max(0, math.floor(source(start)) - 2),
+            min(in_size - 1, math.floor(source(stop - 1)) + 3))
+
+
 class ResizedBias:
     """The bias table resized to (heads, Nq, Nk), a block of rows on demand.
 
@@ -128,11 +148,60 @@ class ResizedBias:
         return resize_rows(self.columns,
                            (index[start:stop], weight[start:stop]))
 
+    def block(self, start: int, stop: int) -> BiasBlock:
+        """Rows ``start:stop`` as the rows themselves when the rows keep
+        their size, else as (weights (r, nb), band (heads, nb, Nk)): the
+        table rows that the block's taps read and each output row's weights
+        on them (zero off its 4 taps)."""
+        if self.row_taps is None:
+            return self.columns[:, start:stop]
+        index, weight = self.row_taps
+        first, last = _tap_span(self.columns.shape[1], index.shape[0],
+                                start, stop)
+        band = torch.arange(first, last + 1, device=index.device)
+        on_tap = index[start:stop, :, None] == band
+        weights = (on_tap * weight[start:stop, :, None]).sum(1)
+        return weights.to(self.columns.dtype), self.columns[:, first:last + 1]
 
-# (q rows (B, h, r, ...), k (any layout), v (B, h, Nk, dv), bias rows
-# (h, r, Nk)) → (B, h, r, dv)
+
+def biased_scores(q: torch.Tensor, k: torch.Tensor, scale: float,
+                  bias: BiasBlock) -> torch.Tensor:
+    """q·k·scale + bias for a block of query rows, as one matmul when the
+    bias comes as a band: [q·scale | weights] · [k ; band].
+
+    Shapes: q (B, h, r, d), k (B, h, d, N) → (B, h, r, N).
+    """
+    if isinstance(bias, torch.Tensor):
+        return (q @ k) * scale + bias
+    weights, band = bias
+    batch, heads, rows = q.shape[:3]
+    q = torch.cat([q * scale, weights.expand(batch, heads, rows, -1)], -1)
+    k = torch.cat([k, band.expand(batch, -1, -1, -1)], -2)
+    return q @ k
+
+
+def biased_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                scale: float, bias: BiasBlock) -> torch.Tensor:
+    """softmax(q·k·scale + bias)·v for a block of query rows by
+    ``scaled_dot_product_attention``; a band bias joins q and k as in
+    :func:`biased_scores`, so no mask is built.
+
+    Shapes: q (B, h, r, d), k (B, h, N, d), v (B, h, N, dv) → (B, h, r, dv).
+    """
+    if isinstance(bias, torch.Tensor):
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, scale=scale)
+    weights, band = bias
+    batch, heads, rows = q.shape[:3]
+    q = torch.cat([q * scale, weights.expand(batch, heads, rows, -1)], -1)
+    k = torch.cat([k, band.transpose(1, 2).expand(batch, -1, -1, -1)], -1)
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+
+
+# (q rows (B, h, r, d), k (as the function takes it), v (B, h, Nk, dv),
+# bias block) → (B, h, r, dv)
 BlockAttention = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    [torch.Tensor, torch.Tensor, torch.Tensor, BiasBlock], torch.Tensor]
 
 
 def attention_in_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -153,10 +222,10 @@ def attention_in_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return _scan_blocks(q, k, v, bias, attend)
     rows = max(1, BLOCK_ELEMENTS // (batch * heads * num_keys))
     if rows >= num_queries:
-        return attend(q, k, v, bias.rows(0, num_queries))
+        return attend(q, k, v, bias.block(0, num_queries))
     return torch.cat([
         attend(q[:, :, start:start + rows], k, v,
-               bias.rows(start, min(start + rows, num_queries)))
+               bias.block(start, min(start + rows, num_queries)))
         for start in range(0, num_queries, rows)
     ], dim=2)
 
@@ -188,7 +257,7 @@ def _scan_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         q_rows, row_index, row_weight = block
         out = attend(q_rows, k, v,
                      resize_rows(columns, (row_index, row_weight)))
-        return carry, out
+        return carry.clone(), out  # scan forbids returning an input
 
     _, out = scan(step, q.new_zeros(()), (q_blocks, index, weight))
     out = out.permute(1, 2, 0, 3, 4).reshape(batch, heads, blocks * rows, -1)

@@ -27,8 +27,9 @@ from mmseg.utils import ConfigType, OptConfigType
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..utils.tracing import has_symbolic_size
-from .chunked_attention import (ResizedBias, attention_in_blocks,
-                                cubic_taps, resize_last)
+from .chunked_attention import (BiasBlock, ResizedBias, attention_in_blocks,
+                                biased_scores, biased_sdpa, cubic_taps,
+                                resize_last)
 
 # Per size: stage widths, stage depths, the MLP expansion ratio of every
 # block, how many trailing blocks of stages 2 and 3 use attention, and the
@@ -280,16 +281,15 @@ class Attention4D(AttentionBiasMixin, nn.Module):
         return self.proj(out)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                bias: torch.Tensor) -> torch.Tensor:
+                bias: BiasBlock) -> torch.Tensor:
         """Rows of softmax(th1(q·k·scale + bias)) mixed by th2, times v.
         The talking heads sit between scores and softmax, so this is spelled
         out rather than ``scaled_dot_product_attention``.
 
-        Shapes: q (B, h, r, d), k (B, h, d, N), v (B, h, N, dv), bias
-        (h, r, N) → (B, h, r, dv).
+        Shapes: q (B, h, r, d), k (B, h, d, N), v (B, h, N, dv) →
+        (B, h, r, dv).
         """
-        attn = (q @ k) * self.scale
-        attn = attn + bias
+        attn = biased_scores(q, k, self.scale, bias)
         attn = self.talking_head1(attn).softmax(dim=-1)
         attn = self.talking_head2(attn)
         return attn @ v
@@ -366,14 +366,13 @@ class Attention4DDownsample(AttentionBiasMixin, nn.Module):
         return self.proj(out)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                bias: torch.Tensor) -> torch.Tensor:
+                bias: BiasBlock) -> torch.Tensor:
         """Rows of softmax(q·k·scale + bias)·v, fused by PyTorch.
 
-        Shapes: q (B, h, r, d), k (B, h, N, d), v (B, h, N, dv), bias
-        (h, r, N) → (B, h, r, dv).
+        Shapes: q (B, h, r, d), k (B, h, N, d), v (B, h, N, dv) →
+        (B, h, r, dv).
         """
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, scale=self.scale)
+        return biased_sdpa(q, k, v, self.scale, bias)
 
 
 class Mlp(nn.Module):
