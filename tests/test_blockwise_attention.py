@@ -93,7 +93,7 @@ def attention4d(stride=None):
 def downsample():
     return with_rule_weights(
         Attention4DDownsample(dim=16, out_dim=24, resolution=16, key_dim=8,
-                              num_heads=4, attn_ratio=2))
+                              num_heads=4, attn_ratio=4))
 
 
 CASES = {
@@ -104,11 +104,13 @@ CASES = {
     # (not a multiple of 32): 19x27 tokens, rows resized by 513/256
     'attention4d_stride2_37x53': (lambda: attention4d(2), dense_attention4d,
                                   (2, 16, 37, 53)),
-    # queries 20x31 over keys 40x62: 620 rows in 5 blocks
+    # queries 20x31 over keys 40x62: 620 rows in 4 blocks of 155, their
+    # bias in the padding of q and k (v is 24 wider)
     'downsample_40x62': (downsample, dense_downsample, (1, 16, 40, 62)),
     # odd grid, batch 2: queries 19x27 over 37x53 keys
     'downsample_37x53': (downsample, dense_downsample, (2, 16, 37, 53)),
-    # smaller than the table: the bias is shrunk, not enlarged
+    # smaller than the table: the bias is shrunk, not enlarged, and passed
+    # as a mask
     'downsample_11x7': (downsample, dense_downsample, (1, 16, 11, 7)),
 }
 
@@ -154,8 +156,10 @@ def test_traced_blocks_match_dense_attention(case, small_blocks,
     block, row taps in the scan), run eagerly."""
     build, dense, shape = CASES[case]
     module = build()
-    monkeypatch.setattr(efficientformer_v2, 'attention_in_blocks',
-                        _scan_blocks)
+    monkeypatch.setattr(
+        efficientformer_v2, 'attention_in_blocks',
+        lambda q, k, v, bias, attend, block_rows=None: _scan_blocks(
+            q, k, v, bias, attend))
     monkeypatch.setattr(chunked_attention, 'TRACED_BLOCK_ROWS', 96)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

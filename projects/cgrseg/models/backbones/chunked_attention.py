@@ -182,20 +182,49 @@ def biased_scores(q: torch.Tensor, k: torch.Tensor, scale: float,
 
 def biased_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 scale: float, bias: BiasBlock) -> torch.Tensor:
-    """softmax(q·k·scale + bias)·v for a block of query rows by
-    ``scaled_dot_product_attention``; a band bias joins q and k as in
-    :func:`biased_scores`, so no mask is built.
+    """softmax(q·k·scale + bias)·v for a block of query rows.
+
+    Eagerly and under ``torch.compile`` by ``scaled_dot_product_attention``,
+    whose fused CPU kernel never holds the scores but needs q, k and v of
+    one width: q and k are zero-padded to v's (which adds exact zeros to
+    every score), and a band bias rides in that padding
+    ([q·scale | weights | 0] · [k | band | 0]) when it fits, so no mask is
+    built. Traced for export, the plain matmuls (:func:`biased_scores`):
+    ONNX has no fused attention that takes this bias, and padding would
+    only add work there.
 
     Shapes: q (B, h, r, d), k (B, h, N, d), v (B, h, N, dv) → (B, h, r, dv).
     """
-    if isinstance(bias, torch.Tensor):
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, scale=scale)
-    weights, band = bias
-    batch, heads, rows = q.shape[:3]
-    q = torch.cat([q * scale, weights.expand(batch, heads, rows, -1)], -1)
-    k = torch.cat([k, band.transpose(1, 2).expand(batch, -1, -1, -1)], -1)
-    return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    if torch.compiler.is_exporting():
+        scores = biased_scores(q, k.transpose(2, 3), scale, bias)
+        return scores.softmax(dim=-1) @ v
+    batch, heads, rows, dim = q.shape
+    width = v.shape[-1]
+    if not isinstance(bias, torch.Tensor):
+        weights, band = bias
+        if dim + weights.shape[1] <= width:
+            q = torch.cat([q * scale, weights.expand(batch, heads, rows, -1)],
+                          -1)
+            k = torch.cat([k, band.transpose(1, 2).expand(batch, -1, -1, -1)],
+                          -1)
+            return F.scaled_dot_product_attention(
+                F.pad(q, (0, width - q.shape[-1])),
+                F.pad(k, (0, width - k.shape[-1])), v, scale=1.0)
+        bias = weights @ band
+    return F.scaled_dot_product_attention(
+        F.pad(q, (0, width - dim)), F.pad(k, (0, width - dim)), v,
+        attn_mask=bias, scale=scale)
+
+
+def sdpa_block_rows(num_queries: int, table_rows: int, dim: int,
+                    width: int) -> Optional[int]:
+    """Query rows per block whose band of table rows fits beside q's
+    ``dim`` columns in v's ``width`` (see :func:`biased_sdpa`), or None
+    when even a few rows' band would not (a bias shrunk rather than
+    enlarged; such inputs are small)."""
+    room = width - dim - 8  # taps span 4 rows, _tap_span adds 1 + 1 margin
+    rows = room * num_queries // table_rows
+    return rows if rows >= 16 else None
 
 
 # (q rows (B, h, r, d), k (as the function takes it), v (B, h, Nk, dv),
@@ -204,14 +233,19 @@ BlockAttention = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, BiasBlock], torch.Tensor]
 
 
-def attention_in_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def attention_in_blocks(q: torch.Tensor,
+                        k: torch.Tensor,
+                        v: torch.Tensor,
                         bias: ResizedBias,
-                        attend: BlockAttention) -> torch.Tensor:
+                        attend: BlockAttention,
+                        block_rows: Optional[int] = None) -> torch.Tensor:
     """``attend(q, k, v, full bias)`` computed for blocks of query rows.
 
     ``attend`` must treat query rows independently (any softmax over keys,
     any mixing of heads is fine). Each block holds at most about
-    ``BLOCK_ELEMENTS`` scores, so the temporaries grow with Nk only.
+    ``BLOCK_ELEMENTS`` scores, so the temporaries grow with Nk only, or
+    ``block_rows`` rows when given (an ``attend`` that never holds the
+    scores).
 
     Shapes: q (B, h, Nq, d), k as ``attend`` takes it, v (B, h, Nk, dv)
     → (B, h, Nq, dv).
@@ -220,7 +254,7 @@ def attention_in_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     num_keys = v.shape[2]
     if has_symbolic_size(num_queries, num_keys, batch):
         return _scan_blocks(q, k, v, bias, attend)
-    rows = max(1, BLOCK_ELEMENTS // (batch * heads * num_keys))
+    rows = block_rows or max(1, BLOCK_ELEMENTS // (batch * heads * num_keys))
     if rows >= num_queries:
         return attend(q, k, v, bias.block(0, num_queries))
     return torch.cat([

@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..utils.tracing import has_symbolic_size
 from .chunked_attention import (BiasBlock, ResizedBias, attention_in_blocks,
                                 biased_scores, biased_sdpa, cubic_taps,
-                                resize_last)
+                                resize_last, sdpa_block_rows)
 
 # Per size: stage widths, stage depths, the MLP expansion ratio of every
 # block, how many trailing blocks of stages 2 and 3 use attention, and the
@@ -359,9 +359,17 @@ class Attention4DDownsample(AttentionBiasMixin, nn.Module):
         v_local = self.v_local(v)
         v = v.flatten(2).reshape(B, self.num_heads, -1, H * W).transpose(2, 3)
 
-        out = attention_in_blocks(q, k.transpose(2, 3), v,
-                                  self.attention_bias(h * w, H * W),
-                                  self._attend)
+        bias = self.attention_bias(h * w, H * W)
+        block_rows = None
+        if not torch.compiler.is_exporting():
+            # scaled_dot_product_attention's fused kernel (biased_sdpa)
+            # wants unit-stride rows of v.
+            v = v.contiguous()
+            if bias.row_taps is not None:
+                block_rows = sdpa_block_rows(h * w, bias.columns.shape[1],
+                                             q.shape[-1], v.shape[-1])
+        out = attention_in_blocks(q, k.transpose(2, 3), v, bias,
+                                  self._attend, block_rows)
         out = out.transpose(2, 3).reshape(B, self.dh, h, w) + v_local
         return self.proj(out)
 
