@@ -214,6 +214,17 @@ class AttentionBiasMixin:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
+    """A talking-heads 1×1 conv over the heads of (B, h, r, N) attention
+    maps, as one (h, h) matmul: ONNX Runtime runs a Conv of 8 channels on
+    such maps through NCHWc layout reorders, which cost more than the
+    product itself."""
+    batch, heads, rows, keys = attn.shape
+    mixed = conv.weight.view(heads, heads) @ attn.reshape(
+        batch, heads, rows * keys)
+    return mixed.view(batch, heads, rows, keys) + conv.bias.view(heads, 1, 1)
+
+
 class Attention4D(AttentionBiasMixin, nn.Module):
     """Multi-head self-attention over a (B, C, H, W) map with talking heads.
 
@@ -290,8 +301,8 @@ class Attention4D(AttentionBiasMixin, nn.Module):
         (B, h, r, dv).
         """
         attn = biased_scores(q, k, self.scale, bias)
-        attn = self.talking_head1(attn).softmax(dim=-1)
-        attn = self.talking_head2(attn)
+        attn = mix_heads(self.talking_head1, attn).softmax(dim=-1)
+        attn = mix_heads(self.talking_head2, attn)
         return attn @ v
 
 
