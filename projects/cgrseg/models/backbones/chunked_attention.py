@@ -3,19 +3,21 @@ time, so that memory grows with the number of keys, not queries × keys.
 
 EfficientFormerV2's attentions add a learned bias, gathered to
 (heads, Nq_t, Nk_t) and resized bicubically to (heads, Nq, Nk), to the
-(B, heads, Nq, Nk) scores. Materialising both costs 537 MB each at the
-attention downsample of a 1024×2048 image. Bicubic resizing is separable:
-``F.interpolate`` computes every output as Σ_i wy_i · (Σ_j wx_j · table), the
-4 taps of the row axis outside those of the column axis. So the table is
-resized along the keys once per input size (:func:`resize_last`, (heads,
-Nq_t, Nk), small), and every block of query rows interpolates only its own
-rows of that (:func:`resize_rows`), with the taps and weights
-``F.interpolate`` uses (:func:`cubic_taps`), in its order of operations.
+(B, heads, Nq, Nk) scores; materialising both costs 537 MB each at the
+attention downsample of a 1024×2048 image. ATen's bicubic kernel computes
+every output as Σ_i wy_i · (Σ_j wx_j · table), the row taps outside the
+column taps. So the table is resized along the keys once per input size
+(:func:`resize_last`; (heads, Nq_t, Nk), small), and a block of query rows
+needs only the band of its rows that its taps read, with the weights
+``F.interpolate`` uses (:func:`cubic_taps`). The band joins the scores'
+matmul ([q·scale | weights] · [k ; band], :func:`biased_scores`,
+:func:`biased_sdpa`), so no bias tensor is built at all.
 
 Blocks run in a Python loop on concrete sizes (eager, ``torch.compile``, a
-fixed-size export) and as one ``torch.ops.higher_order.scan`` (an ONNX Scan)
-when the sizes are symbolic (a dynamic-shape export), whose row count cannot
-be unrolled.
+fixed-size export) and as one ``torch.ops.higher_order.scan`` (an ONNX Scan,
+rows resized by gathering their 4 taps, :func:`resize_rows`) when the token
+counts are symbolic (a dynamic-shape export), which cannot be unrolled.
+See docs/porting.md Q22.
 """
 import math
 from typing import Callable, Optional, Tuple, Union
@@ -244,9 +246,9 @@ def attention_in_blocks(q: torch.Tensor,
 
     ``attend`` must treat query rows independently (any softmax over keys,
     any mixing of heads is fine). Each block holds at most about
-    ``BLOCK_ELEMENTS`` scores per image, so the temporaries grow with Nk only, or
-    ``block_rows`` rows when given (an ``attend`` that never holds the
-    scores).
+    ``BLOCK_ELEMENTS`` scores per image, so the temporaries grow with Nk
+    only, or ``block_rows`` rows when given (an ``attend`` that never holds
+    the scores).
 
     Shapes: q (B, h, Nq, d), k as ``attend`` takes it, v (B, h, Nk, dv)
     → (B, h, Nq, dv).
