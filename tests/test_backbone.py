@@ -79,8 +79,8 @@ def test_train_mode_uses_the_same_biases_as_eval():
     block = Attention4D(dim=16, resolution=8, key_dim=4, num_heads=2)
     with torch.no_grad():
         block.attention_biases_seg.normal_()
-    bias_eval = block.eval().attention_bias(64, 64)
-    bias_train = block.train().attention_bias(64, 64)
+    bias_eval = block.eval().attention_bias(64, 64).rows(0, 64)
+    bias_train = block.train().attention_bias(64, 64).rows(0, 64)
     assert torch.equal(bias_eval, bias_train)
 
 
@@ -185,15 +185,16 @@ def test_inference_bias_cache_follows_every_weight_change():
         first = block.attention_bias(64, 64)
         assert block.attention_bias(64, 64) is first  # cached
         block.attention_biases_seg.add_(1.0)  # e.g. an optimizer step
-        assert torch.equal(block.attention_bias(64, 64), first + 1.0)
+        assert torch.equal(
+            block.attention_bias(64, 64).rows(0, 64), first.rows(0, 64) + 1)
         state = block.state_dict()
         state['attention_biases_seg'] = torch.randn_like(
             state['attention_biases_seg'])
         block.load_state_dict(state)
         expected = state['attention_biases_seg'][:, block.
                                                  attention_bias_idxs_seg]
-        assert torch.equal(block.attention_bias(64, 64), expected)
+        assert torch.equal(block.attention_bias(64, 64).rows(0, 64), expected)
         resized = block.attention_bias(16, 16)  # other size: new entry
-        assert resized.shape == (1, 2, 16, 16)
+        assert resized.rows(0, 16).shape == (2, 16, 16)
     bias = block.attention_bias(64, 64)
-    assert bias.requires_grad  # with autograd: computed, not cached
+    assert bias.columns.requires_grad  # with autograd: computed, not cached

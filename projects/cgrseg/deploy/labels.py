@@ -64,8 +64,12 @@ def upsample_argmax(logits: torch.Tensor, factor: int,
     labels = top_left.reshape(-1, 1, 1).expand(-1, factor, factor)
     cell = mixed.reshape(-1).nonzero().squeeze(1)
     cells_per_image = (h + 1) * (w + 1)
-    image, within = cell // cells_per_image, cell % cells_per_image
-    row, col = within // (w + 1), within % (w + 1)
+    # Remainders spelled as differences: the ONNX exporter cannot convert
+    # ``tensor % size`` when the size is symbolic (a dynamic-shape export).
+    image = cell // cells_per_image
+    within = cell - image * cells_per_image
+    row = within // (w + 1)
+    col = within - row * (w + 1)
     table = padded.permute(0, 2, 3, 1).reshape(-1, classes)
     first = image * ((h + 2) * (w + 2)) + row * (w + 2) + col
     corners = torch.stack([

@@ -27,6 +27,9 @@ from mmseg.utils import ConfigType, OptConfigType
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..utils.tracing import has_symbolic_size
+from .chunked_attention import (BiasBlock, ResizedBias, attention_in_blocks,
+                                biased_scores, biased_sdpa, cubic_taps,
+                                resize_last, sdpa_block_rows)
 
 # Per size: stage widths, stage depths, the MLP expansion ratio of every
 # block, how many trailing blocks of stages 2 and 3 use attention, and the
@@ -135,8 +138,10 @@ class AttentionBiasMixin:
 
     The table ``attention_biases_seg`` (heads, num_offsets) is gathered to
     (heads, Nq_table, Nk_table) and resized bicubically to (heads, Nq, Nk) when
-    the input is not at the native ``resolution`` (docs/porting.md Q3).
-    Without autograd the result is cached, keyed on the table's storage and
+    the input is not at the native ``resolution`` (docs/porting.md Q3), as a
+    :class:`ResizedBias` that computes blocks of rows on demand (the full
+    (heads, Nq, Nk) bias is never built, docs/porting.md Q22). Without
+    autograd its per-size parts are cached, keyed on the table's storage and
     version counter, so any change of the weights (loading, an optimizer
     step, ``.to()``) is seen by the next forward.
     """
@@ -160,22 +165,26 @@ class AttentionBiasMixin:
         self.register_buffer('attention_bias_idxs_seg', index)
         self._bias_cache: Optional[tuple] = None
 
-    def _gather_bias(self, num_queries: int, num_keys: int) -> torch.Tensor:
-        bias = self.attention_biases_seg[:, self.attention_bias_idxs_seg]
+    def _resize_bias(self, num_queries: int, num_keys: int) -> ResizedBias:
+        table = self.attention_biases_seg[:, self.attention_bias_idxs_seg]
+        table_queries, table_keys = table.shape[-2:]
         # A graph traced with symbolic sizes must keep the resize for every
         # size; at the table's own size bicubic resizing is the identity.
-        if has_symbolic_size(num_queries, num_keys) or bias.shape[-2:] != (
-                num_queries, num_keys):
-            bias = F.interpolate(
-                bias.unsqueeze(0), size=(num_queries, num_keys),
-                mode='bicubic')
-        return bias
+        symbolic = has_symbolic_size(num_queries, num_keys)
+        if symbolic or num_keys != table_keys:
+            table = resize_last(
+                table, cubic_taps(table_keys, num_keys, table.device))
+        row_taps = None
+        if symbolic or num_queries != table_queries:
+            row_taps = cubic_taps(table_queries, num_queries, table.device)
+        return ResizedBias(table, row_taps)
 
-    def attention_bias(self, num_queries: int, num_keys: int) -> torch.Tensor:
+    def attention_bias(self, num_queries: int,
+                       num_keys: int) -> ResizedBias:
         # Traced graphs (torch.compile, torch.export, ONNX) compute the bias
         # in the graph: a cache keyed on storage pointers cannot be traced.
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self._gather_bias(num_queries, num_keys)
+            return self._resize_bias(num_queries, num_keys)
         table = self.attention_biases_seg
         # Tensor._version, autograd's in-place counter, is the only way to
         # see a write to the same storage; PyTorch has no public equivalent.
@@ -183,7 +192,7 @@ class AttentionBiasMixin:
                self.attention_bias_idxs_seg.data_ptr(),
                self.attention_bias_idxs_seg._version, num_queries, num_keys)
         if self._bias_cache is None or self._bias_cache[0] != key:
-            self._bias_cache = (key, self._gather_bias(num_queries, num_keys))
+            self._bias_cache = (key, self._resize_bias(num_queries, num_keys))
         return self._bias_cache[1]
 
     def _check_bias_table(self, state_dict: dict, prefix: str) -> None:
@@ -203,6 +212,17 @@ class AttentionBiasMixin:
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._check_bias_table(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
+    """A talking-heads 1×1 conv over the heads of (B, h, r, N) attention
+    maps, as one (h, h) matmul: ONNX Runtime runs a Conv of 8 channels on
+    such maps through NCHWc layout reorders, which cost more than the
+    product itself."""
+    batch, heads, rows, keys = attn.shape
+    mixed = conv.weight.view(heads, heads) @ attn.reshape(
+        batch, heads, rows * keys)
+    return mixed.view(batch, heads, rows, keys) + conv.bias.view(heads, 1, 1)
 
 
 class Attention4D(AttentionBiasMixin, nn.Module):
@@ -263,16 +283,27 @@ class Attention4D(AttentionBiasMixin, nn.Module):
         v_local = self.v_local(v)
         v = v.flatten(2).reshape(B, self.num_heads, -1, n).transpose(2, 3)
 
-        attn = (q.transpose(2, 3) @ k) * self.scale
-        attn = attn + self.attention_bias(n, n)
-        attn = self.talking_head1(attn).softmax(dim=-1)
-        attn = self.talking_head2(attn)
-
-        out = (attn @ v).transpose(2, 3).reshape(B, self.dh, h, w) + v_local
+        out = attention_in_blocks(q.transpose(2, 3), k, v,
+                                  self.attention_bias(n, n), self._attend)
+        out = out.transpose(2, 3).reshape(B, self.dh, h, w) + v_local
         if self.stride_conv is not None:
             out = F.interpolate(
                 out, size=(H, W), mode='bilinear', align_corners=False)
         return self.proj(out)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                bias: BiasBlock) -> torch.Tensor:
+        """Rows of softmax(th1(q·k·scale + bias)) mixed by th2, times v.
+        The talking heads sit between scores and softmax, so this is spelled
+        out rather than ``scaled_dot_product_attention``.
+
+        Shapes: q (B, h, r, d), k (B, h, d, N), v (B, h, N, dv) →
+        (B, h, r, dv).
+        """
+        attn = biased_scores(q, k, self.scale, bias)
+        attn = mix_heads(self.talking_head1, attn).softmax(dim=-1)
+        attn = mix_heads(self.talking_head2, attn)
+        return attn @ v
 
 
 class LocalGlobalQuery(nn.Module):
@@ -339,12 +370,28 @@ class Attention4DDownsample(AttentionBiasMixin, nn.Module):
         v_local = self.v_local(v)
         v = v.flatten(2).reshape(B, self.num_heads, -1, H * W).transpose(2, 3)
 
-        attn = (q @ k) * self.scale
-        attn = attn + self.attention_bias(h * w, H * W)
-        attn = attn.softmax(dim=-1)
-
-        out = (attn @ v).transpose(2, 3).reshape(B, self.dh, h, w) + v_local
+        bias = self.attention_bias(h * w, H * W)
+        block_rows = None
+        if not torch.compiler.is_exporting():
+            # scaled_dot_product_attention's fused kernel (biased_sdpa)
+            # wants unit-stride rows of v.
+            v = v.contiguous()
+            if bias.row_taps is not None:
+                block_rows = sdpa_block_rows(h * w, bias.columns.shape[1],
+                                             q.shape[-1], v.shape[-1])
+        out = attention_in_blocks(q, k.transpose(2, 3), v, bias,
+                                  self._attend, block_rows)
+        out = out.transpose(2, 3).reshape(B, self.dh, h, w) + v_local
         return self.proj(out)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                bias: BiasBlock) -> torch.Tensor:
+        """Rows of softmax(q·k·scale + bias)·v, fused by PyTorch.
+
+        Shapes: q (B, h, r, d), k (B, h, N, d), v (B, h, N, dv) →
+        (B, h, r, dv).
+        """
+        return biased_sdpa(q, k, v, self.scale, bias)
 
 
 class Mlp(nn.Module):

@@ -1,0 +1,191 @@
+"""The EfficientFormerV2 attentions computed a block of query rows at a time
+(projects/cgrseg/models/backbones/chunked_attention.py) against the dense
+computation of the original model, kept here as the reference: full
+(B, heads, Nq, Nk) scores plus ``F.interpolate(bias, mode='bicubic')``.
+
+Small channel counts, rule weights (tests/reference.py) and token grids large
+enough for many blocks (and a ragged last one) with a resized bias; one
+grid non-square and large, one whose image size is not a multiple of 32.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cgrseg.models.backbones import chunked_attention, efficientformer_v2
+from cgrseg.models.backbones.chunked_attention import (_scan_blocks,
+                                                       cubic_taps)
+from cgrseg.models.backbones.efficientformer_v2 import (Attention4D,
+                                                        Attention4DDownsample)
+from reference import rule_tensor
+
+# Float noise of the blockwise path against the dense one is ~1e-7
+# relative (the bicubic weights agree to 1 ulp; sums and the scale are
+# rounded in another order); a bias row of the wrong block or a block
+# boundary off by one moves the output by > 1e-2.
+TOL = 1e-5
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+def with_rule_weights(module: torch.nn.Module) -> torch.nn.Module:
+    state = {
+        key: rule_tensor(key, value.shape)
+        if value.is_floating_point() else value
+        for key, value in module.state_dict().items()
+    }
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def dense_bias(module, num_queries: int, num_keys: int) -> torch.Tensor:
+    bias = module.attention_biases_seg[:, module.attention_bias_idxs_seg]
+    if bias.shape[-2:] != (num_queries, num_keys):
+        bias = F.interpolate(
+            bias.unsqueeze(0), size=(num_queries, num_keys), mode='bicubic')
+    return bias
+
+
+def dense_attention4d(m: Attention4D, x: torch.Tensor) -> torch.Tensor:
+    """The original Attention4D.forward."""
+    B, _, H, W = x.shape
+    if m.stride_conv is not None:
+        x = m.stride_conv(x)
+    h, w = x.shape[-2:]
+    n = h * w
+    q = m.q(x).flatten(2).reshape(B, m.num_heads, -1, n).permute(0, 1, 3, 2)
+    k = m.k(x).flatten(2).reshape(B, m.num_heads, -1, n)
+    v = m.v(x)
+    v_local = m.v_local(v)
+    v = v.flatten(2).reshape(B, m.num_heads, -1, n).permute(0, 1, 3, 2)
+    attn = (q @ k) * m.scale + dense_bias(m, n, n)
+    attn = m.talking_head1(attn).softmax(dim=-1)
+    attn = m.talking_head2(attn)
+    out = (attn @ v).transpose(2, 3).reshape(B, m.dh, h, w) + v_local
+    if m.stride_conv is not None:
+        out = F.interpolate(out, size=(H, W), mode='bilinear')
+    return m.proj(out)
+
+
+def dense_downsample(m: Attention4DDownsample,
+                     x: torch.Tensor) -> torch.Tensor:
+    """The original Attention4DDownsample.forward."""
+    B, _, H, W = x.shape
+    q = m.q(x)
+    h, w = q.shape[-2:]
+    q = q.flatten(2).reshape(B, m.num_heads, -1, h * w).permute(0, 1, 3, 2)
+    k = m.k(x).flatten(2).reshape(B, m.num_heads, -1, H * W)
+    v = m.v(x)
+    v_local = m.v_local(v)
+    v = v.flatten(2).reshape(B, m.num_heads, -1, H * W).permute(0, 1, 3, 2)
+    attn = ((q @ k) * m.scale + dense_bias(m, h * w, H * W)).softmax(dim=-1)
+    out = (attn @ v).transpose(2, 3).reshape(B, m.dh, h, w) + v_local
+    return m.proj(out)
+
+
+def attention4d(stride=None):
+    return with_rule_weights(
+        Attention4D(dim=16, resolution=16, stride=stride, key_dim=8,
+                    num_heads=4, attn_ratio=2))
+
+
+def downsample():
+    return with_rule_weights(
+        Attention4DDownsample(dim=16, out_dim=24, resolution=16, key_dim=8,
+                              num_heads=4, attn_ratio=4))
+
+
+CASES = {
+    # (module, dense reference, input (B, C, H, W))
+    # a large non-square grid, upsampled bias: 2480 queries, 12 blocks
+    'attention4d_40x62': (attention4d, dense_attention4d, (1, 16, 40, 62)),
+    # stage-3 form (stride-2 conv first) on the map of a 296x424 image
+    # (not a multiple of 32): 19x27 tokens, rows resized by 513/256
+    'attention4d_stride2_37x53': (lambda: attention4d(2), dense_attention4d,
+                                  (2, 16, 37, 53)),
+    # queries 20x31 over keys 40x62: 620 rows in 4 blocks of 155, their
+    # bias in the padding of q and k (v is 24 wider)
+    'downsample_40x62': (downsample, dense_downsample, (1, 16, 40, 62)),
+    # odd grid, batch 2: queries 19x27 over 37x53 keys
+    'downsample_37x53': (downsample, dense_downsample, (2, 16, 37, 53)),
+    # smaller than the table: the bias is shrunk, not enlarged, and passed
+    # as a mask
+    'downsample_11x7': (downsample, dense_downsample, (1, 16, 11, 7)),
+}
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """~128 scores per head and key per block: many blocks, a ragged last."""
+    monkeypatch.setattr(chunked_attention, 'BLOCK_ELEMENTS', 1 << 17)
+
+
+def test_cubic_taps_are_those_of_interpolate():
+    """Each (in, out) pair's taps, as a (out, in) matrix, equals the one
+    F.interpolate applies (read off by resizing the identity) to 1 ulp."""
+    for in_size, out_size in [(256, 2048), (256, 51), (1024, 1190),
+                              (256, 777), (7, 3), (5, 9), (16, 16)]:
+        eye = torch.eye(in_size)[None, :, :, None]
+        expected = F.interpolate(
+            eye, size=(out_size, 1), mode='bicubic')[0, :, :, 0].T
+        index, weight = cubic_taps(in_size, out_size)
+        actual = torch.zeros(out_size, in_size).index_put_(
+            (torch.arange(out_size)[:, None].expand(-1, 4), index), weight,
+            accumulate=True)
+        assert (actual - expected).abs().max() <= 2.5e-7, (in_size,
+                                                          out_size)
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_blocks_match_dense_attention(case, small_blocks):
+    build, dense, shape = CASES[case]
+    module = build()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = dense(module, x)
+        actual = module(x)
+    assert actual.shape == expected.shape
+    assert rel_err(actual, expected) < TOL
+
+
+@pytest.mark.parametrize('case', ['attention4d_40x62', 'downsample_37x53'])
+def test_traced_blocks_match_dense_attention(case, small_blocks,
+                                             monkeypatch):
+    """The scanned form that graphs with symbolic sizes get (padded last
+    block, row taps in the scan), run eagerly."""
+    build, dense, shape = CASES[case]
+    module = build()
+    monkeypatch.setattr(
+        efficientformer_v2, 'attention_in_blocks',
+        lambda q, k, v, bias, attend, block_rows=None: _scan_blocks(
+            q, k, v, bias, attend))
+    monkeypatch.setattr(chunked_attention, 'TRACED_BLOCK_ROWS', 96)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = dense(module, x)
+        actual = module(x)
+    assert rel_err(actual, expected) < TOL
+
+
+def test_gradients_match_dense_attention(small_blocks):
+    """With autograd (training) the same blocks run: gradients of the
+    input and of every weight, the bias table included, are those of the
+    dense computation. (BNs in eval mode: a train-mode BN output's squared
+    sum hardly depends on its input, and its gradients are noise.)"""
+    module = attention4d(2)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 16, 37, 53, generator=generator)
+    direction = torch.randn(1, 16, 37, 53, generator=generator)
+    grads = []
+    for forward in (dense_attention4d, type(module).__call__):
+        module.zero_grad()
+        x_grad = x.clone().requires_grad_()
+        (forward(module, x_grad) * direction).sum().backward()
+        grads.append([x_grad.grad] + [p.grad for p in module.parameters()])
+    # Structurally zero gradients (k's biases: softmax ignores a shift of
+    # a whole row of scores) are noise: measured against the largest.
+    floor = 1e-3 * max(grad.abs().max() for grad in grads[0])
+    for actual, expected in zip(*grads):
+        scale = max(expected.abs().max(), floor)
+        assert (actual - expected).abs().max() / scale < TOL
