@@ -25,7 +25,8 @@ from typing import Dict, List, Optional
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.analysis.jit_handles import conv_flop_jit, get_shape
+from mmengine.analysis.jit_handles import (conv_flop_jit, get_shape,
+                                           matmul_flop_jit)
 from mmengine.config import DictAction
 
 from cgrseg.apis import init_segmentor
@@ -67,6 +68,20 @@ def conv_with_bias_jit(inputs: list, outputs: list) -> Counter:
     return counts
 
 
+def matmul_or_talking_heads_jit(inputs: list, outputs: list) -> Counter:
+    """mmengine's matmul count, except for the talking heads of
+    EfficientFormerV2's attention, an (h, h) weight times (B, h, M) maps
+    (``mix_heads`` in models/backbones/efficientformer_v2.py): a 1x1
+    convolution in the original (and in the paper's count), so counted as
+    ``conv`` plus its bias addition as ``conv_bias``."""
+    left, right = (get_shape(v) for v in inputs)
+    if len(left) == 2 and left[0] == left[1] and len(right) == 3 and \
+            right[1] == left[1]:
+        return Counter(conv=left[0] * math.prod(right),
+                       conv_bias=math.prod(right))
+    return Counter(matmul=matmul_flop_jit(inputs, outputs))
+
+
 def complexity(model: torch.nn.Module, shape: List[int]) -> Dict[str, dict]:
     """Parameters and FLOPs of the whole model, the backbone and the decode
     head, for one image of ``shape`` (H, W).
@@ -79,6 +94,7 @@ def complexity(model: torch.nn.Module, shape: List[int]) -> Dict[str, dict]:
     inputs = torch.zeros(1, 3, *shape)
     analyzer = FlopAnalyzer(model, (inputs, ))
     analyzer.set_op_handle('aten::_convolution', conv_with_bias_jit)
+    analyzer.set_op_handle('aten::matmul', matmul_or_talking_heads_jit)
     analyzer.tracer_warnings('none')
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
