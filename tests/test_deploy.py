@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from e2e import DEMO_CONFIG, REPO, documented, python, run
-from reference import rule_tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cgrseg.apis import init_segmentor
@@ -22,27 +21,6 @@ KD_DEMO = str(REPO / 'configs' / 'distill' /
               'kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py')
 # Sizes that are not multiples of 32 (padding inside the graph) nor of 8.
 ODD_SIZES = [(128, 128), (100, 76), (65, 131)]
-
-
-def rule_weights(model: torch.nn.Module) -> dict:
-    """The reference weight rule for every float entry: weights whose
-    outputs depend on every layer (unlike the near-identity init)."""
-    return {
-        key: rule_tensor(key, value.shape)
-        if value.is_floating_point() else value
-        for key, value in model.state_dict().items()
-    }
-
-
-@pytest.fixture(scope='module')
-def demo_checkpoint(tmp_path_factory):
-    segmentor = init_segmentor(DEMO_CONFIG)
-    path = str(tmp_path_factory.mktemp('ckpt') / 'demo.pth')
-    torch.save(
-        dict(
-            state_dict=rule_weights(segmentor),
-            meta=dict(dataset_meta=segmentor.dataset_meta)), path)
-    return path
 
 
 @pytest.fixture(scope='module')
@@ -264,18 +242,14 @@ def test_distillation_config_gives_its_student(demo_checkpoint):
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory, demo_checkpoint):
+def exported(tmp_path_factory, demo_checkpoint, demo_onnx):
     """One dynamic-size file with both outputs (the command of
-    docs/deployment.md) and one fixed-size labels-only file, written by the
-    tool."""
+    docs/deployment.md, conftest's ``demo_onnx``) and one fixed-size
+    labels-only file, written by the tool."""
     out = tmp_path_factory.mktemp('onnx')
-    files = dict(dynamic=str(out / 'dynamic.onnx'),
-                 static=str(out / 'static.onnx'))
+    files = dict(dynamic=demo_onnx[0], static=str(out / 'static.onnx'))
     logs = dict(
-        dynamic=run(documented('docs/deployment.md', f'python {EXPORT} c', {
-            'work_dirs/cgrseg_efficientformerv2-s1_1xb8-adamw-300iter_'
-            'shapes-128x128/iter_300.pth': demo_checkpoint,
-            'work_dirs/shapes.onnx': files['dynamic']})).stdout,
+        dynamic=demo_onnx[1],
         static=run(python(EXPORT, DEMO_CONFIG, demo_checkpoint, '--out',
                           files['static'], '--shape', '96', '128',
                           '--output', 'labels')).stdout)

@@ -14,9 +14,8 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
-from e2e import DEMO_CONFIG, REPO, load_script, python, run
-from test_deploy import demo_checkpoint  # noqa: F401 (a fixture)
-from test_deploy import EXPORT, ONNX_DEMO, images
+from e2e import REPO, load_script, python, run
+from test_deploy import ONNX_DEMO, images
 
 WEB_DEMO = 'demo/web_demo.py'
 HOW = ('install them with `apt-get install chromium` and `npm ci` in '
@@ -55,15 +54,13 @@ def edited(source: str, path: str, graph_outputs=None, **metadata) -> str:
 
 
 @pytest.fixture(scope='module')
-def models(tmp_path_factory, demo_checkpoint):
+def models(tmp_path_factory, demo_onnx):
     """The demo model exported once for any size with both outputs, and
     variants of that file: fixed-size metadata (the page and onnx_demo.py
     decide on resizing from it alone), logits only, no palette, class names
     holding markup, no exporter metadata."""
     out = tmp_path_factory.mktemp('web')
-    dynamic = str(out / 'dynamic.onnx')
-    run(python(EXPORT, DEMO_CONFIG, demo_checkpoint, '--out', dynamic,
-               '--shape', '128', '128', '--dynamic-shape'))
+    dynamic = demo_onnx[0]
     classes = ['background', 'disc', 'square', 'triangle', 'bar']
     return dict(
         dynamic=dynamic,
