@@ -55,6 +55,18 @@ def _leaf_datasets(dataset: dict,
         yield dataset, key
 
 
+def _split_datasets(cfg: Config, splits: Sequence[str]
+                    ) -> Iterator[Tuple[str, dict, str]]:
+    """Yield (split, dataset cfg, its dotted config key) for the leaf
+    datasets of the ``{split}_dataloader`` entries that ``cfg`` has."""
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if loader and loader.get('dataset'):
+            for dataset, key in _leaf_datasets(loader['dataset'],
+                                               f'{split}_dataloader.dataset'):
+                yield split, dataset, key
+
+
 def _expected_paths(dataset: dict) -> List[Tuple[str, str]]:
     """(role, absolute path) the dataset reads, joined the way MMEngine's
     ``BaseDataset`` joins them; remote (``scheme://``) paths are left out."""
@@ -108,32 +120,27 @@ def check_data_roots(
     layouts: Dict[Tuple[str, str], Dict[Tuple[str, str], List[str]]] = {}
     broken: Dict[Tuple[str, str], None] = {}  # ordered set of (type, root)
     options: Dict[str, None] = {}  # ordered set of --cfg-options
-    for split in splits:
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader or not loader.get('dataset'):
+    for split, dataset, key in _split_datasets(cfg, splits):
+        kind = _type_name(dataset)
+        if getattr(DATASETS.get(kind), 'generates_missing_files', False):
             continue
-        for dataset, key in _leaf_datasets(loader['dataset'],
-                                           f'{split}_dataloader.dataset'):
-            kind = _type_name(dataset)
-            if getattr(DATASETS.get(kind), 'generates_missing_files', False):
-                continue
-            paths = _expected_paths(dataset)
-            root = dict(paths).get('data_root', osp.abspath('.'))
-            layout = layouts.setdefault((kind, root), {})
-            for role, path in paths:
-                if role != 'data_root':
-                    _note(layout, (path, role), split)
-            absent = [(role, path) for role, path in paths
-                      if not osp.exists(path)]
-            if not absent:
-                continue
-            if absent[0][0] == 'data_root':
-                absent = absent[:1]  # everything below it is missing too
-            for role, path in absent:
-                _note(missing, (path, kind, role), split)
-            broken[(kind, root)] = None
-            name = osp.basename(root) or 'data'
-            options[f'{key}.data_root=/path/to/{name}'] = None
+        paths = _expected_paths(dataset)
+        root = dict(paths).get('data_root', osp.abspath('.'))
+        layout = layouts.setdefault((kind, root), {})
+        for role, path in paths:
+            if role != 'data_root':
+                _note(layout, (path, role), split)
+        absent = [(role, path) for role, path in paths
+                  if not osp.exists(path)]
+        if not absent:
+            continue
+        if absent[0][0] == 'data_root':
+            absent = absent[:1]  # everything below it is missing too
+        for role, path in absent:
+            _note(missing, (path, kind, role), split)
+        broken[(kind, root)] = None
+        name = osp.basename(root) or 'data'
+        options[f'{key}.data_root=/path/to/{name}'] = None
     if not missing:
         return
 
@@ -203,34 +210,29 @@ def check_dataset_config(
     The classes and palette are the config's ``metainfo`` over the dataset
     class's ``METAINFO``, as mmseg merges them; a subset of the class's own
     classes keeps their colours."""
-    for split in splits:
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader or not loader.get('dataset'):
-            continue
-        for dataset, key in _leaf_datasets(loader['dataset'],
-                                           f'{split}_dataloader.dataset'):
-            kind = _type_name(dataset)
-            dataset_cls = DATASETS.get(kind)
-            if not hasattr(dataset_cls, 'get_label_map'):
-                continue  # not a segmentation dataset
-            meta = dict(getattr(dataset_cls, 'METAINFO', {}))
-            meta.update(dataset.get('metainfo') or {})
-            classes, palette = meta.get('classes'), meta.get('palette') or []
-            if not classes:
-                raise DatasetError(
-                    f'{key} ({kind}) has no classes: set {key}.metainfo='
-                    "dict(classes=('background', ...), palette=[[0, 0, 0], "
-                    '...]) with one name and one [R, G, B] colour per label '
-                    'value (docs/own_data.md).')
-            subset = dataset_cls.get_label_map(classes) is not None
-            if palette and len(palette) != len(classes) and not (
-                    subset and len(palette) >= len(classes)):
-                raise DatasetError(
-                    f'{key}.metainfo has {len(classes)} classes but '
-                    f'{len(palette)} palette colours: give one [R, G, B] '
-                    f'colour per class, in the order of the classes (or '
-                    f'leave palette out for fixed random colours).')
-            if not getattr(dataset_cls, 'generates_missing_files', False):
-                problem = _no_images(dataset, dataset_cls, key)
-                if problem:
-                    raise DatasetError(problem)
+    for _, dataset, key in _split_datasets(cfg, splits):
+        kind = _type_name(dataset)
+        dataset_cls = DATASETS.get(kind)
+        if not hasattr(dataset_cls, 'get_label_map'):
+            continue  # not a segmentation dataset
+        meta = dict(getattr(dataset_cls, 'METAINFO', {}))
+        meta.update(dataset.get('metainfo') or {})
+        classes, palette = meta.get('classes'), meta.get('palette') or []
+        if not classes:
+            raise DatasetError(
+                f'{key} ({kind}) has no classes: set {key}.metainfo='
+                "dict(classes=('background', ...), palette=[[0, 0, 0], "
+                '...]) with one name and one [R, G, B] colour per label '
+                'value (docs/own_data.md).')
+        subset = dataset_cls.get_label_map(classes) is not None
+        if palette and len(palette) != len(classes) and not (
+                subset and len(palette) >= len(classes)):
+            raise DatasetError(
+                f'{key}.metainfo has {len(classes)} classes but '
+                f'{len(palette)} palette colours: give one [R, G, B] '
+                f'colour per class, in the order of the classes (or '
+                f'leave palette out for fixed random colours).')
+        if not getattr(dataset_cls, 'generates_missing_files', False):
+            problem = _no_images(dataset, dataset_cls, key)
+            if problem:
+                raise DatasetError(problem)
