@@ -47,6 +47,7 @@ class Pool(torch.nn.Module):
                                        (x.shape[-1] - 1) // 4 + 1))
 
 
+@pytest.mark.e2e
 def test_adaptive_pool_exports_to_onnx_for_every_size(tmp_path):
     from cgrseg.deploy.onnx_export import onnx_session
     dims = {2: torch.export.Dim('h', min=5), 3: torch.export.Dim('w', min=5)}

@@ -37,6 +37,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(chunked_attention, 'TRACED_BLOCK_ROWS', 5)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('dynamic', [False, True])
 def test_onnx_runtime_matches_pytorch_with_many_blocks(
         demo_segmentor, small_blocks, tmp_path, dynamic):
