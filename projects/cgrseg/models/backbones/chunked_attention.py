@@ -30,10 +30,11 @@ from ..utils.tracing import has_symbolic_size
 
 # The bicubic convolution constant of PyTorch's (and OpenCV's) resize.
 CUBIC_A = -0.75
-# Scores per block and image (heads × rows × keys): 32 MiB in float32. Blocks
-# of 2^21 scores ran no faster eagerly and gave ONNX Runtime 4 times the
-# nodes, each matmul of v with fewer rows.
-BLOCK_ELEMENTS = 1 << 23
+# Scores per block and image (heads × rows × keys): 16 MiB in float32. At
+# 1024×2048 (CGRSeg-T, 2 threads, the 2-vCPU machine of docs/deployment.md)
+# blocks of 2^22 scores ran 12-18 % faster eagerly than 2^23 and 3 % faster
+# in ONNX Runtime; 2^21 and 2^20 no faster than 2^22.
+BLOCK_ELEMENTS = 1 << 22
 # Query rows per block of a graph traced with symbolic sizes.
 TRACED_BLOCK_ROWS = 128
 

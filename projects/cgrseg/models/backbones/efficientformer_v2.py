@@ -214,15 +214,15 @@ class AttentionBiasMixin:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
-    """A talking-heads 1×1 conv over the heads of (B, h, r, N) attention
-    maps, as one (h, h) matmul: ONNX Runtime runs a Conv of 8 channels on
-    such maps through NCHWc layout reorders, which cost more than the
-    product itself."""
+def mix_heads(weight: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """The product of a talking-heads 1×1 conv's (h, h, 1, 1) ``weight``
+    with (B, h, r, N) attention maps, as one (h, h) matmul: ONNX Runtime runs
+    a Conv of 8 channels on such maps through NCHWc layout reorders, which
+    cost more than the product itself. The conv's bias is the caller's."""
     batch, heads, rows, keys = attn.shape
-    mixed = conv.weight.view(heads, heads) @ attn.reshape(
+    mixed = weight.view(heads, heads) @ attn.reshape(
         batch, heads, rows * keys)
-    return mixed.view(batch, heads, rows, keys) + conv.bias.view(heads, 1, 1)
+    return mixed.view(batch, heads, rows, keys)
 
 
 class Attention4D(AttentionBiasMixin, nn.Module):
@@ -301,9 +301,19 @@ class Attention4D(AttentionBiasMixin, nn.Module):
         (B, h, r, dv).
         """
         attn = biased_scores(q, k, self.scale, bias)
-        attn = mix_heads(self.talking_head1, attn).softmax(dim=-1)
-        attn = mix_heads(self.talking_head2, attn)
-        return attn @ v
+        th1, th2 = self.talking_head1, self.talking_head2
+        b1, b2 = th1.bias.view(-1, 1, 1), th2.bias.view(-1, 1, 1)
+        if torch.is_grad_enabled():
+            attn = (mix_heads(th1.weight, attn) + b1).softmax(dim=-1)
+            return (mix_heads(th2.weight, attn) + b2) @ v
+        # Without autograd, the two passes over the scores that adding the
+        # talking heads' biases costs are skipped: th1's adds one constant to
+        # each head's row of scores, which the softmax cancels, and th2's,
+        # times v, is its bias times v summed over the keys. (With autograd
+        # both stay, so that th1.bias gets its (zero) gradient as in the
+        # original: DDP expects every parameter to take part.)
+        attn = mix_heads(th1.weight, attn).softmax(dim=-1)
+        return mix_heads(th2.weight, attn) @ v + b2 * v.sum(2, keepdim=True)
 
 
 class LocalGlobalQuery(nn.Module):
