@@ -212,7 +212,8 @@ def shapes_copy(data_root, tmp_path):
     return root
 
 
-def in_process_run(root, work_dir, iters: int = 3, check_files: bool = True):
+def in_process_run(root, work_dir, iters: int = 3, check_files: bool = True,
+                   save_best=None):
     """A Runner for ``iters`` iterations (no workers), a checkpoint after
     each, validation at the end; ``check_files=False``: without
     DatasetCheckHook's check of the files before training (to test
@@ -222,6 +223,7 @@ def in_process_run(root, work_dir, iters: int = 3, check_files: bool = True):
     from test_engine import demo_cfg
     cfg = demo_cfg(str(root), str(work_dir), iters=iters)
     cfg.default_hooks.checkpoint.interval = 1
+    cfg.default_hooks.checkpoint.save_best = save_best
     for hook in cfg.custom_hooks:
         if hook['type'] == 'DatasetCheckHook':
             hook['check_files'] = check_files
@@ -382,6 +384,41 @@ def test_crash_safe_hook_replaces_mmengines_save(shapes_copy, tmp_path):
         osp.join(work_dir, 'iter_*.pth'))) == ['iter_3.pth']
     assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_3.pth')
     assert checkpoint_iter(osp.join(work_dir, 'iter_3.pth')) == 3
+
+
+class Killed(Exception):
+    """Stands for a kill in the middle of a save."""
+
+
+@pytest.mark.e2e
+def test_kill_while_saving_a_new_best_keeps_the_previous_best(
+        shapes_copy, tmp_path):
+    """MMEngine deletes the previous best checkpoint before it writes the
+    new one; CrashSafeCheckpointHook keeps the previous file (hard-linked as
+    previous_<name>) until the new one is written."""
+    from mmengine.hooks import CheckpointHook
+    runner = in_process_run(shapes_copy, tmp_path / 'work', save_best='mIoU')
+    runner.train()  # the validation at the end saved a first best
+    hook = next(h for h in runner.hooks if isinstance(h, CheckpointHook))
+    folder = osp.dirname(hook.best_ckpt_path)
+    # An uninterrupted new best leaves no previous_ file ...
+    hook.after_val_epoch(runner, {'mIoU': 1e9})
+    best = hook.best_ckpt_path
+    assert osp.isfile(best)
+    assert glob.glob(osp.join(folder, 'previous_*')) == []
+    saved = open(best, 'rb').read()
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    # ... a kill while the next one is written leaves the previous one.
+    runner.save_checkpoint = killed
+    with pytest.raises(Killed):
+        hook.after_val_epoch(runner, {'mIoU': 2e9})
+    assert not osp.exists(best)  # deleted by MMEngine
+    kept = osp.join(folder, 'previous_' + osp.basename(best))
+    assert open(kept, 'rb').read() == saved
+    assert 'state_dict' in torch.load(kept, weights_only=True)
 
 
 @pytest.mark.e2e

@@ -2,10 +2,13 @@
 killed at any moment leaves a complete checkpoint and a ``last_checkpoint``
 that points to one, and with a distillation model's checkpoints laid out
 as the student's (:mod:`cgrseg.models.segmentors.distill_state`)."""
+import os
 import os.path as osp
 from collections import deque
+from typing import List
 
 from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
@@ -48,7 +51,10 @@ class CrashSafeCheckpointHook(CheckpointHook):
     1. the new checkpoint is written (atomically with
        ``backend_args=dict(backend='local_atomic')``);
     2. ``last_checkpoint`` is replaced atomically to point to it;
-    3. only then are checkpoints beyond ``max_keep_ckpts`` deleted.
+    3. only then are checkpoints beyond ``max_keep_ckpts`` deleted;
+
+    and a new best checkpoint (``save_best``) replaces the previous best
+    without a moment in which neither file is complete (local folders).
 
     MMEngine's hook deletes the oldest kept checkpoint before writing the
     new one and writes ``last_checkpoint`` with a plain ``open()``: with
@@ -70,6 +76,39 @@ class CrashSafeCheckpointHook(CheckpointHook):
             else runner.model
         if hasattr(model, 'distill_losses'):
             merge_distill_state(checkpoint)
+
+    def after_val_epoch(self, runner, metrics: dict) -> None:
+        # MMEngine's CheckpointHook deletes the previous best checkpoint
+        # before it writes the new one, inside its private
+        # _save_best_checkpoint (no public step between): a hard link keeps
+        # the previous file, as previous_<name>, until the new one is
+        # written. A kill in between leaves the link.
+        links = self._link_best_checkpoints()
+        super().after_val_epoch(runner, metrics)
+        for link in links:
+            os.remove(link)
+
+    def _link_best_checkpoints(self) -> List[str]:
+        """Hard links ``previous_<name>`` to the current best checkpoint
+        files (main process, local folders); returns their paths."""
+        if not (getattr(self, 'key_indicators', None) and is_main_process()
+                and isinstance(self.file_backend, LocalBackend)):
+            return []
+        paths = [self.best_ckpt_path] if len(self.key_indicators) == 1 \
+            else list(self.best_ckpt_path_dict.values())
+        links = []
+        for path in paths:
+            if path and osp.isfile(path):
+                link = osp.join(osp.dirname(path),
+                                'previous_' + osp.basename(path))
+                if osp.lexists(link):  # left by a run killed there
+                    os.remove(link)
+                try:
+                    os.link(path, link)
+                except OSError:  # no hard links there: MMEngine's order
+                    continue
+                links.append(link)
+        return links
 
     def save(self, runner) -> str:
         """Saves a checkpoint of the current training iteration now (as at
