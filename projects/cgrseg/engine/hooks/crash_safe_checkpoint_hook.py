@@ -94,8 +94,10 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if not (getattr(self, 'key_indicators', None) and is_main_process()
                 and isinstance(self.file_backend, LocalBackend)):
             return []
-        paths = [self.best_ckpt_path] if len(self.key_indicators) == 1 \
-            else list(self.best_ckpt_path_dict.values())
+        # set by CheckpointHook.before_train (absent before training)
+        paths = [getattr(self, 'best_ckpt_path', None)] \
+            if len(self.key_indicators) == 1 \
+            else list(getattr(self, 'best_ckpt_path_dict', {}).values())
         links = []
         for path in paths:
             if path and osp.isfile(path):
