@@ -1,7 +1,7 @@
 import pytest
 import torch
 from e2e import DEMO_CONFIG, documented, run
-from reference import rule_tensor
+from reference import rule_weights
 
 
 @pytest.fixture(autouse=True)
@@ -11,16 +11,6 @@ def _two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(previous)
-
-
-def rule_weights(model: torch.nn.Module) -> dict:
-    """The reference weight rule for every float entry: weights whose
-    outputs depend on every layer (unlike the near-identity init)."""
-    return {
-        key: rule_tensor(key, value.shape)
-        if value.is_floating_point() else value
-        for key, value in model.state_dict().items()
-    }
 
 
 @pytest.fixture(scope='session')

@@ -46,6 +46,17 @@ def rule_tensor(key: str, shape) -> torch.Tensor:
     return value + 1.0 if key.endswith('.weight') else value
 
 
+def rule_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """``model``'s state dict with :func:`rule_tensor` for every float entry:
+    weights whose outputs depend on every layer (unlike the near-identity
+    init)."""
+    return {
+        key: rule_tensor(key, value.shape)
+        if value.is_floating_point() else value
+        for key, value in model.state_dict().items()
+    }
+
+
 @lru_cache(maxsize=None)
 def state_spec(variant: str) -> dict:
     return load_fixture(f'cgrseg_{variant}_state_spec.pt')

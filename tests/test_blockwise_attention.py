@@ -16,7 +16,7 @@ from cgrseg.models.backbones.chunked_attention import (_scan_blocks,
                                                        cubic_taps)
 from cgrseg.models.backbones.efficientformer_v2 import (Attention4D,
                                                         Attention4DDownsample)
-from reference import rule_tensor
+from reference import rule_weights
 
 # Float noise of the blockwise path against the dense one is ~1e-7
 # relative (the bicubic weights agree to 1 ulp; sums and the scale are
@@ -30,12 +30,7 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def with_rule_weights(module: torch.nn.Module) -> torch.nn.Module:
-    state = {
-        key: rule_tensor(key, value.shape)
-        if value.is_floating_point() else value
-        for key, value in module.state_dict().items()
-    }
-    module.load_state_dict(state)
+    module.load_state_dict(rule_weights(module))
     return module.eval()
 
 

@@ -5,7 +5,7 @@ ragged), and the dynamic labels-only export of a padded config."""
 import pytest
 import torch
 from e2e import DEMO_CONFIG, python, run
-from reference import rule_tensor
+from reference import rule_weights
 
 from cgrseg.apis import init_segmentor
 from cgrseg.deploy import DeploySegmentor
@@ -22,11 +22,7 @@ SIZES = [(200, 264), (137, 95), (171, 229)]
 @pytest.fixture(scope='module')
 def demo_segmentor():
     segmentor = init_segmentor(DEMO_CONFIG)
-    segmentor.load_state_dict({
-        key: rule_tensor(key, value.shape)
-        if value.is_floating_point() else value
-        for key, value in segmentor.state_dict().items()
-    })
+    segmentor.load_state_dict(rule_weights(segmentor))
     return segmentor.eval()
 
 
@@ -54,18 +50,12 @@ def test_onnx_runtime_matches_pytorch_with_many_blocks(
 
 
 @pytest.mark.e2e
-def test_dynamic_labels_only_export_of_a_padded_config(tmp_path):
+def test_dynamic_labels_only_export_of_a_padded_config(demo_checkpoint,
+                                                       tmp_path):
     """The README's command: labels without logits (the cell-wise labels
     path of a config that pads to multiples of 32), any size. The tool
     compares ONNX Runtime with PyTorch at three sizes."""
-    segmentor = init_segmentor(DEMO_CONFIG)
-    checkpoint = str(tmp_path / 'demo.pth')
-    torch.save(dict(state_dict={
-        key: rule_tensor(key, value.shape)
-        if value.is_floating_point() else value
-        for key, value in segmentor.state_dict().items()
-    }, meta=dict(dataset_meta=segmentor.dataset_meta)), checkpoint)
-    proc = run(python(EXPORT, DEMO_CONFIG, checkpoint, '--out',
+    proc = run(python(EXPORT, DEMO_CONFIG, demo_checkpoint, '--out',
                       str(tmp_path / 'labels.onnx'), '--dynamic-shape',
                       '--shape', '160', '224', '--output', 'labels'))
     lines = [line for line in proc.stdout.splitlines()
