@@ -7,7 +7,7 @@ EfficientFormerV2's attentions add a learned bias, gathered to
 attention downsample of a 1024×2048 image. ATen's bicubic kernel computes
 every output as Σ_i wy_i · (Σ_j wx_j · table), the row taps outside the
 column taps. So the table is resized along the keys once per input size
-(:func:`resize_last`; (heads, Nq_t, Nk), small), and a block of query rows
+(:func:`resize_along`; (heads, Nq_t, Nk), small), and a block of query rows
 needs only the band of its rows that its taps read, with the weights
 ``F.interpolate`` uses (:func:`cubic_taps`). The band joins the scores'
 matmul ([q·scale | weights] · [k ; band], :func:`biased_scores`,
@@ -15,7 +15,7 @@ matmul ([q·scale | weights] · [k ; band], :func:`biased_scores`,
 
 Blocks run in a Python loop on concrete sizes (eager, ``torch.compile``, a
 fixed-size export) and as one ``torch.ops.higher_order.scan`` (an ONNX Scan,
-rows resized by gathering their 4 taps, :func:`resize_rows`) when the token
+rows resized by gathering their 4 taps, :func:`resize_along`) when the token
 counts are symbolic (a dynamic-shape export), which cannot be unrolled.
 See docs/porting.md Q22.
 """
@@ -90,24 +90,22 @@ def cubic_taps(in_size: int, out_size, device=None) -> CubicTaps:
     return taps, weight
 
 
-def resize_last(table: torch.Tensor, taps: CubicTaps) -> torch.Tensor:
-    """(..., n_in) → (..., n_out): the last axis resized bicubically."""
+def resize_along(table: torch.Tensor, taps: CubicTaps,
+                 dim: int) -> torch.Tensor:
+    """``table`` resized bicubically along ``dim``: the outputs whose
+    ``taps`` (:func:`cubic_taps`, or a slice of it) are given, each the
+    weighted sum of its 4 source entries, in ATen's order.
+
+    Shapes: (..., n_in, ...) → (..., len(taps[0]), ...) at ``dim``.
+    """
     index, weight = taps
+    shape = [1] * table.dim()
+    shape[dim] = -1  # the weights run along dim
     weight = weight.to(table.dtype)
-    out = table[..., index[:, 0]] * weight[:, 0]
+    out = table.index_select(dim, index[:, 0]) * weight[:, 0].view(shape)
     for j in range(1, 4):
-        out = out + table[..., index[:, j]] * weight[:, j]
-    return out
-
-
-def resize_rows(table: torch.Tensor, taps: CubicTaps) -> torch.Tensor:
-    """(heads, n_in, K) → (heads, rows, K): the rows whose ``taps`` (a
-    slice of :func:`cubic_taps`) are given, resized bicubically."""
-    index, weight = taps
-    weight = weight.to(table.dtype)[:, :, None]
-    out = table[:, index[:, 0]] * weight[:, 0]
-    for j in range(1, 4):
-        out = out + table[:, index[:, j]] * weight[:, j]
+        out = out + table.index_select(dim, index[:, j]) * weight[:, j].view(
+            shape)
     return out
 
 
@@ -149,8 +147,8 @@ class ResizedBias:
         if self.row_taps is None:
             return self.columns[:, start:stop]
         index, weight = self.row_taps
-        return resize_rows(self.columns,
-                           (index[start:stop], weight[start:stop]))
+        return resize_along(self.columns,
+                            (index[start:stop], weight[start:stop]), 1)
 
     def block(self, start: int, stop: int) -> BiasBlock:
         """Rows ``start:stop`` as the rows themselves when the rows keep
@@ -295,7 +293,7 @@ def _scan_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     def step(carry, block):
         q_rows, row_index, row_weight = block
         out = attend(q_rows, k, v,
-                     resize_rows(columns, (row_index, row_weight)))
+                     resize_along(columns, (row_index, row_weight), 1))
         return carry.clone(), out  # scan forbids returning an input
 
     _, out = scan(step, q.new_zeros(()), (q_blocks, index, weight))

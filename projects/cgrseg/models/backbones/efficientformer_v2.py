@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..utils.tracing import has_symbolic_size
 from .chunked_attention import (BiasBlock, ResizedBias, attention_in_blocks,
                                 biased_scores, biased_sdpa, cubic_taps,
-                                resize_last, sdpa_block_rows)
+                                resize_along, sdpa_block_rows)
 
 # Per size: stage widths, stage depths, the MLP expansion ratio of every
 # block, how many trailing blocks of stages 2 and 3 use attention, and the
@@ -172,8 +172,8 @@ class AttentionBiasMixin:
         # size; at the table's own size bicubic resizing is the identity.
         symbolic = has_symbolic_size(num_queries, num_keys)
         if symbolic or num_keys != table_keys:
-            table = resize_last(
-                table, cubic_taps(table_keys, num_keys, table.device))
+            table = resize_along(
+                table, cubic_taps(table_keys, num_keys, table.device), -1)
         row_taps = None
         if symbolic or num_queries != table_queries:
             row_taps = cubic_taps(table_queries, num_queries, table.device)
