@@ -21,9 +21,9 @@ from ..utils.checkpoint import (BACKBONE_DESCRIBERS, BACKBONE_FORMATS,
                                 checkpoint_format, describe_checkpoint,
                                 listing, mismatch_report, read_checkpoint,
                                 state_dict_of)
-from .efficientformer_v2 import (ARCH_SETTINGS, WIDTH_KEYS, arch_label,
-                                 arch_of_widths, relative_offset_index,
-                                 stage_widths)
+from .efficientformer_v2_arch import (ARCH_SETTINGS, WIDTH_KEYS,
+                                      arch_label, arch_of_widths,
+                                      relative_offset_index, stage_widths)
 
 
 def efficientformerv2_arch(state_dict: Dict[str, torch.Tensor],
