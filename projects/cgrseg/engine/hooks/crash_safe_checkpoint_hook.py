@@ -1,7 +1,6 @@
 """MMEngine's ``CheckpointHook`` with every save ordered so that a process
 killed at any moment leaves a complete checkpoint and a ``last_checkpoint``
-that points to one, and with a distillation model's checkpoints laid out
-as the student's (:mod:`cgrseg.models.segmentors.distill_state`)."""
+that points to one."""
 import os
 import os.path as osp
 from collections import deque
@@ -10,11 +9,8 @@ from typing import List
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
-from ...models.segmentors.distill_state import (merge_distill_state,
-                                                split_distill_state)
 from ..atomic_backend import write_atomically
 
 
@@ -60,22 +56,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
     new one and writes ``last_checkpoint`` with a plain ``open()``: with
     ``max_keep_ckpts=1`` a kill during the save leaves no complete
     checkpoint, and a kill during the pointer's write an empty pointer.
-
-    Every checkpoint's ``state_dict`` holds the student alone: a
-    distillation model's connectors (``distill_losses.*``, part of its
-    ``state_dict()``) are filed under ``distill_state_dict``, and put back
-    when a checkpoint is loaded into a distillation model (resume,
-    ``load_from``).
     """
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        split_distill_state(checkpoint)
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
-        if hasattr(model, 'distill_losses'):
-            merge_distill_state(checkpoint)
 
     def after_val_epoch(self, runner, metrics: dict) -> None:
         # MMEngine's CheckpointHook deletes the previous best checkpoint
