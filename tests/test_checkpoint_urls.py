@@ -8,6 +8,8 @@ import io
 import os
 import os.path as osp
 
+import mmengine.fileio
+import mmengine.runner.checkpoint as mmengine_checkpoint
 import pytest
 import safetensors.torch
 import torch
@@ -20,6 +22,7 @@ from test_converters import (deterministic_backbone, features_of,
 from cgrseg.apis import init_segmentor
 from cgrseg.models.backbones import EfficientFormerV2
 from cgrseg.models.segmentors.teacher import build_teacher
+from cgrseg.models.utils import checkpoint_schemes
 from cgrseg.models.utils.checkpoint import CheckpointError, read_checkpoint
 
 TIMM_REPO = '/timm/efficientformerv2_s1.snap_dist_in1k/resolve/main'
@@ -177,6 +180,79 @@ def test_mmengine_url_loading_refuses_pickled_code(hub, server, tmp_path):
         CheckpointLoader.load_checkpoint(server.url('/evil.pth'))
     assert not flag.exists()
     assert cached(hub) == []
+
+
+def serve_by_name(monkeypatch, table: str, url: str) -> None:
+    """MMEngine's ``table`` of model names (one of its ``get_*_models``)
+    maps ``evil`` to ``url``."""
+    monkeypatch.setattr(mmengine_checkpoint, table, lambda: {'evil': url})
+
+
+def serve_from_storage(monkeypatch, data: bytes) -> None:
+    """Object storage (MMEngine's petrel backend) holds ``data``."""
+    monkeypatch.setattr(mmengine.fileio, 'get',
+                        lambda name, backend_args=None: data)
+
+
+# Every scheme of MMEngine's CheckpointLoader: a source naming the payload
+# through it, and how the test serves it there.
+SCHEMES = {
+    '': ('{local}', None),
+    'http://': ('{url}', None),
+    'https://': ('{url}', None),  # same reader; the server speaks http
+    'open-mmlab://': ('open-mmlab://evil', 'get_external_models'),
+    'openmmlab://': ('openmmlab://evil', 'get_external_models'),
+    'torchvision://': ('torchvision://evil', 'get_torchvision_models'),
+    'modelzoo://': ('modelzoo://evil', 'get_torchvision_models'),
+    'mmcls://': ('mmcls://evil', 'get_mmcls_models'),
+    r'(\S+\:)?s3://': ('s3://bucket/evil.pth', 'storage'),
+    r'(\S+\:)?petrel://': ('cluster:petrel://bucket/evil.pth', 'storage'),
+    'pavi://': ('pavi://evil', None),
+}
+
+
+def test_every_mmengine_scheme_is_read_here():
+    """A scheme that a new MMEngine adds fails here until it has a reader
+    in checkpoint_schemes and a case in SCHEMES."""
+    readers = CheckpointLoader._schemes
+    assert sorted(readers) == sorted(SCHEMES)
+    assert {reader.__module__ for reader in readers.values()} == {
+        checkpoint_schemes.__name__}
+
+
+@pytest.mark.parametrize('scheme', list(SCHEMES))
+def test_every_scheme_refuses_pickled_code(scheme, hub, server, tmp_path,
+                                           monkeypatch):
+    flag = tmp_path / 'ran'
+    payload = saved({'state_dict': {}, 'x': Payload(str(flag))})
+    server.files['/evil.pth'] = payload
+    (tmp_path / 'evil.pth').write_bytes(payload)
+    template, serve = SCHEMES[scheme]
+    source = template.format(local=tmp_path / 'evil.pth',
+                             url=server.url('/evil.pth'))
+    if serve == 'storage':
+        serve_from_storage(monkeypatch, payload)
+    elif serve:
+        serve_by_name(monkeypatch, serve, server.url('/evil.pth'))
+    expected = ('pavi:// checkpoints are not read' if scheme == 'pavi://'
+                else 'cannot be loaded safely')
+    with pytest.raises(CheckpointError, match=expected) as error:
+        read_checkpoint(source)
+    assert '\n' not in str(error.value)
+    assert not flag.exists()
+
+
+def test_named_model_errors_are_one_line(monkeypatch):
+    def no_torchvision():
+        raise ModuleNotFoundError("No module named 'torchvision'")
+
+    monkeypatch.setattr(mmengine_checkpoint, 'get_torchvision_models',
+                        no_torchvision)
+    with pytest.raises(CheckpointError, match='pip install torchvision'):
+        read_checkpoint('torchvision://resnet50')
+    with pytest.raises(CheckpointError,
+                       match="'nonexistent' is not a model name MMEngine"):
+        read_checkpoint('mmcls://nonexistent')
 
 
 def test_teacher_checkpoint_url(hub, server):
