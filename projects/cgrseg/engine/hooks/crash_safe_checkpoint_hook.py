@@ -14,6 +14,12 @@ from mmseg.registry import HOOKS
 from ..atomic_backend import write_atomically
 
 
+def iteration_meta(runner, step: int) -> dict:
+    """The ``meta`` of the checkpoint of iteration ``step`` (1-based), as
+    MMEngine's ``CheckpointHook`` builds it in iteration-based training."""
+    return dict(epoch=runner.epoch, iter=step)
+
+
 def write_checkpoint(runner, hook: CheckpointHook, step: int,
                      meta: dict) -> str:
     """Saves the checkpoint of ``step`` as ``hook`` would (its folder, file
@@ -97,8 +103,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
         """Saves a checkpoint of the current training iteration now (as at
         an interval; for :class:`SignalStopHook`). Returns its path."""
         step = runner.iter + 1
-        self._save_checkpoint_with_step(
-            runner, step, dict(epoch=runner.epoch, iter=step))
+        self._save_checkpoint_with_step(runner, step,
+                                        iteration_meta(runner, step))
         return self.last_ckpt
 
     # MMEngine's CheckpointHook writes every regular checkpoint (at an

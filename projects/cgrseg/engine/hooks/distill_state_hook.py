@@ -2,11 +2,11 @@
 :mod:`cgrseg.models.segmentors.distill_state`, whichever checkpoint hook
 saves it."""
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from ...models.segmentors.distill_state import (merge_distill_state,
                                                 split_distill_state)
+from ..unwrap import unwrap_model
 
 
 @HOOKS.register_module()
@@ -28,7 +28,6 @@ class DistillStateHook(Hook):
         split_distill_state(checkpoint)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
+        model = unwrap_model(runner.model)
         if hasattr(model, 'distill_losses'):
             merge_distill_state(checkpoint)
