@@ -32,7 +32,8 @@ from cgrseg.engine.tool_setup import configure_sync_bn
 from cgrseg.models import DistillEncoderDecoder
 from cgrseg.models.segmentors.distill_encoder_decoder import student_config
 from cgrseg.models.segmentors.distill_state import split_distill_state
-from cgrseg.models.segmentors.teacher import (build_teacher_model,
+from cgrseg.models.segmentors.teacher import (build_teacher,
+                                              build_teacher_model,
                                               published_weights)
 from cgrseg.models.losses import DistillLayerError
 from cgrseg.models.utils.checkpoint import (CheckpointError,
@@ -345,6 +346,18 @@ def test_missing_teacher_checkpoint_names_the_key():
     cfg.model.teacher.config = 'configs/none.py'
     with pytest.raises(FileNotFoundError, match=r'model\.teacher\.config'):
         MODELS.build(cfg.model)
+
+
+def test_teacher_checkpoint_under_home(tmp_path, monkeypatch):
+    """``~/teacher.pth`` is found: the existence check expands ``~`` as the
+    checkpoint reader does."""
+    monkeypatch.setenv('HOME', str(tmp_path))
+    path = save_random_teacher(DEMO_CONFIG, str(tmp_path / 'teacher.pth'))
+    teacher = build_teacher(dict(config=DEMO_CONFIG,
+                                 checkpoint='~/teacher.pth'))
+    expected = torch.load(path, weights_only=True)
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, expected['state_dict'][key]), key
 
 
 @pytest.mark.parametrize('recipe', ['convnext', 'segnext'])
