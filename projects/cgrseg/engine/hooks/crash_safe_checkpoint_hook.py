@@ -1,6 +1,7 @@
 """MMEngine's ``CheckpointHook`` with every save ordered so that a process
 killed at any moment leaves a complete checkpoint and a ``last_checkpoint``
 that points to one."""
+import logging
 import os
 import os.path as osp
 from collections import deque
@@ -9,6 +10,7 @@ from typing import List
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
+from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
 from ..atomic_backend import write_atomically
@@ -94,7 +96,13 @@ class CrashSafeCheckpointHook(CheckpointHook):
                     os.remove(link)
                 try:
                     os.link(path, link)
-                except OSError:  # no hard links there: MMEngine's order
+                except OSError as err:  # no hard links there
+                    print_log(
+                        f'could not keep the previous best checkpoint '
+                        f'{path} as {link} ({err.strerror or err}): a kill '
+                        f'while the new best is written may leave no best '
+                        f'checkpoint (MMEngine deletes the old one first).',
+                        logger='current', level=logging.WARNING)
                     continue
                 links.append(link)
         return links
