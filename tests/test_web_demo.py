@@ -235,3 +235,20 @@ def test_browser_gets_its_pipes_as_fds_3_and_4_without_preexec_fn(
     # 0-2, the pipes, and the folder listing /proc/self/fd itself
     assert result['fds'][:5] == [0, 1, 2, 3, 4] and len(result['fds']) == 6
     assert started and started[0].get('preexec_fn') is None
+
+
+def test_demo_helpers_raise_and_the_scripts_exit_with_one_line(
+        tmp_path, monkeypatch):
+    """The demo's helpers raise WebDemoError (web_benchmark.py imports
+    them); each script turns it into one line and status 1."""
+    monkeypatch.syspath_prepend(str(REPO / 'tools' / 'analysis_tools'))
+    benchmark = load_script('tools/analysis_tools/web_benchmark.py')
+    missing = str(tmp_path / 'none.onnx')
+    with pytest.raises(benchmark.web_demo.WebDemoError,
+                       match=r'npm ci|no model file'):
+        benchmark.web_demo.routes(missing)
+    proc = subprocess.run(python(WEB_DEMO, '--serve', missing), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith('web_demo.py: ')
+    assert len(proc.stderr.strip().splitlines()) == 1
