@@ -70,9 +70,15 @@ def _describe_original_release(state_dict: Dict[str, torch.Tensor]) -> str:
 
 BACKBONE_FORMATS['efficientformerv2-imagenet'] = BackboneFormat(
     _is_original_release, _describe_original_release)
+def _is_timm(state_dict: Dict[str, torch.Tensor]) -> bool:
+    # The first conv of timm's EfficientFormerV2 stem, a ConvNorm
+    # (``.conv``/``.bn``). Other timm models have stem.* and stages.* too
+    # (ConvNeXt: stem.0, EfficientFormer: stem.conv1.weight).
+    return 'stem.conv1.conv.weight' in state_dict
+
+
 BACKBONE_FORMATS['timm'] = BackboneFormat(
-    lambda state_dict: any(
-        k.startswith(('stem.conv1.', 'stages.')) for k in state_dict),
+    _is_timm,
     lambda state_dict: 'a timm EfficientFormerV2 ImageNet checkpoint')
 BACKBONE_DESCRIBERS.append(describe_efficientformerv2)
 
