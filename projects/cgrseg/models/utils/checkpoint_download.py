@@ -78,8 +78,9 @@ def _progress() -> Progress:
     """A byte progress bar on stderr, shown on rank 0 only; on a console
     that is not a terminal rich draws it once, when it stops."""
     return Progress(
-        TextColumn('{task.description}', markup=False), BarColumn(), DownloadColumn(binary_units=True),
-        TransferSpeedColumn(), TimeRemainingColumn(),
+        TextColumn('{task.description}', markup=False), BarColumn(),
+        DownloadColumn(binary_units=True), TransferSpeedColumn(),
+        TimeRemainingColumn(),
         console=Console(stderr=True), disable=get_dist_info()[0] != 0)
 
 
