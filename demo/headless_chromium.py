@@ -14,6 +14,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +29,16 @@ FLAGS = [
     '--remote-debugging-pipe', '--window-size=1280,800', 'about:blank'
 ]
 NAMES = ('chromium', 'chromium-browser', 'google-chrome', 'chrome')
+# argv: the commands pipe's fd, the replies pipe's fd, Chromium's argv.
+AS_FDS_3_AND_4 = """
+import os, sys
+commands, replies = map(int, sys.argv[1:3])
+os.dup2(commands, 3)
+os.dup2(replies, 4)
+os.close(commands)
+os.close(replies)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 
 
 class BrowserError(RuntimeError):
@@ -60,23 +71,27 @@ class HeadlessChromium:
 
     def __enter__(self) -> 'HeadlessChromium':
         self.profile = tempfile.mkdtemp(prefix='cgrseg-chromium-')
+        # Chromium's --remote-debugging-pipe reads commands from fd 3 and
+        # writes replies to fd 4. A small Python trampoline moves the pipes
+        # there in the child and execs Chromium, rather than a preexec_fn,
+        # which Python's docs call unsafe while threads run (the demo's
+        # server thread). Via high numbers: the pipes may be 3 or 4.
         commands_read, self.commands = os.pipe()
         self.replies_fd, replies_write = os.pipe()
-
-        def as_fds_3_and_4() -> None:
-            # Via high numbers first: the pipes may themselves be 3 or 4.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
-                    for fd in (commands_read, replies_write)]
-            os.dup2(high[0], 3)
-            os.dup2(high[1], 4)
-
-        self.process = subprocess.Popen(
-            [self.executable, f'--user-data-dir={self.profile}', *FLAGS],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, pass_fds=(3, 4),
-            preexec_fn=as_fds_3_and_4, start_new_session=True)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+                for fd in (commands_read, replies_write)]
         os.close(commands_read)
         os.close(replies_write)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, '-c', AS_FDS_3_AND_4, *map(str, high),
+                 self.executable, f'--user-data-dir={self.profile}', *FLAGS],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, pass_fds=high,
+                start_new_session=True)
+        finally:
+            for fd in high:
+                os.close(fd)
         threading.Thread(target=self._read, daemon=True).start()
         return self
 

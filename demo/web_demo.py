@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, NoReturn
+from typing import Dict, Iterator
 from urllib.parse import urlencode, urlsplit
 
 import cv2
@@ -47,8 +47,10 @@ ISOLATION_HEADERS = {
 }
 
 
-def fail(message: str) -> NoReturn:
-    sys.exit(f'web_demo.py: {message}')
+class WebDemoError(RuntimeError):
+    """Bad input or a missing part, in one line: :func:`main` prints it and
+    exits with status 1; a program that imports this module (e.g.
+    tools/analysis_tools/web_benchmark.py) catches it."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,10 +89,11 @@ def routes(model: str) -> Dict[str, Path]:
     missing = [name for name in ORT_FILES if not (PAGE / ORT_DIST /
                                                   name).is_file()]
     if missing:
-        fail(f'{PAGE / ORT_DIST} lacks {", ".join(missing)}: install the '
-             f"page's npm packages with `npm ci` in {PAGE} (Node.js 18+).")
+        raise WebDemoError(
+            f'{PAGE / ORT_DIST} lacks {", ".join(missing)}: install the '
+            f"page's npm packages with `npm ci` in {PAGE} (Node.js 18+).")
     if not os.path.isfile(model):
-        fail(f'no model file {model!r}.')
+        raise WebDemoError(f'no model file {model!r}.')
     table = {'/': PAGE / 'index.html', MODEL_URL: Path(model)}
     for pattern in ('*.html', '*.js', '*.css'):
         table.update({f'/{path.name}': path for path in PAGE.glob(pattern)})
@@ -138,8 +141,8 @@ def serving(model: str, port: int) -> Iterator[str]:
     try:
         server = http.server.ThreadingHTTPServer(('127.0.0.1', port), handler)
     except OSError as err:
-        fail(f'cannot listen on 127.0.0.1:{port}: {err.strerror}; choose '
-             f'another --port.')
+        raise WebDemoError(f'cannot listen on 127.0.0.1:{port}: '
+                           f'{err.strerror}; choose another --port.') from err
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -189,26 +192,27 @@ def run_page(args: argparse.Namespace, model: str, image: str,
                     "document.getElementById('overlay').toDataURL()")
         except BrowserError as err:
             errors = '; '.join(chromium.page_errors()) or 'none'
-            fail(f'the page did not finish: {err} (its errors: {errors}).')
+            raise WebDemoError(f'the page did not finish: {err} (its '
+                               f'errors: {errors}).') from err
     return status
 
 
 def check(args: argparse.Namespace) -> None:
     model, image = args.check
     if not os.path.isfile(image):
-        fail(f'cannot read image {image!r} (missing).')
+        raise WebDemoError(f'cannot read image {image!r} (missing).')
     browser = find_chromium()
     if browser is None:
-        fail('no Chromium found (set $CHROMIUM, or install it: '
-             'apt-get install chromium).')
+        raise WebDemoError('no Chromium found (set $CHROMIUM, or install it: '
+                           'apt-get install chromium).')
     status = run_page(args, model, image, browser)
     if status['error']:
-        fail(f'the page says: {status["error"]}')
+        raise WebDemoError(f'the page says: {status["error"]}')
     png = np.frombuffer(
         base64.b64decode(status['overlay'].split(',', 1)[1]),
         np.uint8)
     if not cv2.imwrite(args.out_file, cv2.imdecode(png, cv2.IMREAD_COLOR)):
-        fail(f'cannot write {args.out_file!r}.')
+        raise WebDemoError(f'cannot write {args.out_file!r}.')
     print(f'{image} -> {args.out_file} (classes: '
           f'{", ".join(status["classesPresent"])}; inference '
           f'{status["inferenceMs"]:.0f} ms, onnxruntime-web WASM, '
@@ -217,10 +221,13 @@ def check(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.serve:
-        serve(args)
-    else:
-        check(args)
+    try:
+        if args.serve:
+            serve(args)
+        else:
+            check(args)
+    except WebDemoError as err:
+        sys.exit(f'web_demo.py: {err}')
 
 
 if __name__ == '__main__':

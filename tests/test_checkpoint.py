@@ -126,3 +126,16 @@ def test_pretrained_wrong_arch(tmp_path):
     with pytest.raises(CheckpointError, match=r'(?s)s2 \(CGRSeg-B\).*'
                        r'EfficientFormerV2-s1.*arch'):
         load_pretrained_backbone(model_t.backbone, path)
+
+
+def test_other_timm_models_are_not_taken_for_efficientformerv2(tmp_path):
+    """timm's ConvNeXt also has stem.* and stages.* keys."""
+    from cgrseg.models.backbones import EfficientFormerV2
+    convnext = {'stem.0.weight': torch.zeros(96, 3, 4, 4),
+                'stages.0.blocks.0.conv_dw.weight': torch.zeros(96, 1, 7, 7),
+                'head.fc.weight': torch.zeros(1000, 768)}
+    assert describe_checkpoint(convnext) == 'a checkpoint of unknown format'
+    path = save(tmp_path, 'convnext.pth', convnext)
+    with pytest.raises(CheckpointError,
+                       match='looks like a checkpoint of unknown format'):
+        load_pretrained_backbone(EfficientFormerV2(arch='s1'), path)

@@ -3,16 +3,24 @@
 the ONNX exporter download once into the torch hub cache; each download
 fault is one line naming the URL and the cause, and leaves no cache entry.
 """
+import errno
 import hashlib
 import io
 import os
 import os.path as osp
+import re
+import tracemalloc
+from contextlib import contextmanager
+from typing import Iterator, List
 
+import mmengine.fileio
+import mmengine.runner.checkpoint as mmengine_checkpoint
 import pytest
 import safetensors.torch
 import torch
 from checkpoint_server import CheckpointServer
 from e2e import DEMO_CONFIG, REPO, python, run
+from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import CheckpointLoader
 from test_converters import (deterministic_backbone, features_of,
                              original_release, original_to_timm)
@@ -20,7 +28,9 @@ from test_converters import (deterministic_backbone, features_of,
 from cgrseg.apis import init_segmentor
 from cgrseg.models.backbones import EfficientFormerV2
 from cgrseg.models.segmentors.teacher import build_teacher
+from cgrseg.models.utils import checkpoint_download, checkpoint_schemes
 from cgrseg.models.utils.checkpoint import CheckpointError, read_checkpoint
+from cgrseg.models.utils.checkpoint_download import cached_download
 
 TIMM_REPO = '/timm/efficientformerv2_s1.snap_dist_in1k/resolve/main'
 TEACHER_CONFIG = str(REPO / 'configs' / 'distill' / 'teachers' /
@@ -147,6 +157,91 @@ def test_download_fault_is_one_line_and_caches_nothing(fault, hub, server):
                        ['w'], GOOD['state_dict']['w'])
 
 
+@contextmanager
+def log_messages() -> Iterator[List[str]]:
+    """The messages of the current MMLogger while the block runs."""
+    messages: List[str] = []
+    logger = MMLogger.get_current_instance()
+
+    def keep(record) -> bool:
+        messages.append(record.getMessage())
+        return True
+
+    logger.addFilter(keep)
+    try:
+        yield messages
+    finally:
+        logger.removeFilter(keep)
+
+
+def test_download_is_streamed_with_size_and_progress(hub, server, capsys):
+    """16 MiB arrive in 1 MiB chunks: Python never holds the file (the
+    peak allocation stays under 6 MiB); the log says the size and the rate,
+    stderr shows the progress bar (drawn once when not a terminal)."""
+    data = bytes(range(256)) * (1 << 16)
+    server.files['/big.pth'] = data
+    tracemalloc.start()
+    try:
+        with log_messages() as messages:
+            path, downloaded = cached_download(server.url('/big.pth'))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert downloaded and open(path, 'rb').read() == data
+    assert peak < 6 << 20, f'{peak / 2**20:.1f} MiB held while downloading'
+    assert any(m.startswith('Downloading ') and '(16.0 MiB)' in m
+               for m in messages), messages
+    assert any(re.fullmatch(r'Downloaded 16\.0 MiB in [\d.]+ s '
+                            r'\([\d.]+ MiB/s\)\.', m)
+               for m in messages), messages
+    assert '16.0/16.0 MiB' in capsys.readouterr().err
+
+
+def test_another_downloads_temporary_file_is_left_alone(hub, server):
+    """Two jobs sharing a cache download into temporary files of their own:
+    one job's finished download leaves the other's partial file alone."""
+    hub.mkdir(parents=True)
+    others = [hub / 'x.pth.tmp', hub / 'x.pth.part']
+    for other in others:
+        other.write_bytes(b'another job, half way')
+    server.files['/x.pth'] = saved(GOOD)
+    assert torch.equal(read_checkpoint(server.url('/x.pth'))['state_dict']
+                       ['w'], GOOD['state_dict']['w'])
+    for other in others:
+        assert other.read_bytes() == b'another job, half way'
+    assert cached(hub) == ['x.pth', 'x.pth.part', 'x.pth.tmp']
+
+
+def test_full_disk_while_downloading_names_the_cache(hub, server,
+                                                     monkeypatch):
+    server.files['/x.pth'] = saved(GOOD)
+    real_fdopen = os.fdopen
+
+    class FullDisk(io.RawIOBase):
+
+        def __init__(self, file) -> None:
+            self.file = file
+
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def fileno(self) -> int:
+            return self.file.fileno()
+
+        def close(self) -> None:
+            self.file.close()
+
+    monkeypatch.setattr(checkpoint_download.os, 'fdopen',
+                        lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint(server.url('/x.pth'))
+    message = str(error.value)
+    assert 'No space left on device' in message and str(hub) in message
+    assert '$TORCH_HOME' in message and '--work-dir' not in message
+    assert '\n' not in message
+    assert cached(hub) == []
+
+
 def test_corrupt_cached_file_names_itself(hub, server):
     hub.mkdir(parents=True)
     (hub / 'x.pth').write_bytes(b'garbage')
@@ -177,6 +272,79 @@ def test_mmengine_url_loading_refuses_pickled_code(hub, server, tmp_path):
         CheckpointLoader.load_checkpoint(server.url('/evil.pth'))
     assert not flag.exists()
     assert cached(hub) == []
+
+
+def serve_by_name(monkeypatch, table: str, url: str) -> None:
+    """MMEngine's ``table`` of model names (one of its ``get_*_models``)
+    maps ``evil`` to ``url``."""
+    monkeypatch.setattr(mmengine_checkpoint, table, lambda: {'evil': url})
+
+
+def serve_from_storage(monkeypatch, data: bytes) -> None:
+    """Object storage (MMEngine's petrel backend) holds ``data``."""
+    monkeypatch.setattr(mmengine.fileio, 'get',
+                        lambda name, backend_args=None: data)
+
+
+# Every scheme of MMEngine's CheckpointLoader: a source naming the payload
+# through it, and how the test serves it there.
+SCHEMES = {
+    '': ('{local}', None),
+    'http://': ('{url}', None),
+    'https://': ('{url}', None),  # same reader; the server speaks http
+    'open-mmlab://': ('open-mmlab://evil', 'get_external_models'),
+    'openmmlab://': ('openmmlab://evil', 'get_external_models'),
+    'torchvision://': ('torchvision://evil', 'get_torchvision_models'),
+    'modelzoo://': ('modelzoo://evil', 'get_torchvision_models'),
+    'mmcls://': ('mmcls://evil', 'get_mmcls_models'),
+    r'(\S+\:)?s3://': ('s3://bucket/evil.pth', 'storage'),
+    r'(\S+\:)?petrel://': ('cluster:petrel://bucket/evil.pth', 'storage'),
+    'pavi://': ('pavi://evil', None),
+}
+
+
+def test_every_mmengine_scheme_is_read_here():
+    """A scheme that a new MMEngine adds fails here until it has a reader
+    in checkpoint_schemes and a case in SCHEMES."""
+    readers = CheckpointLoader._schemes
+    assert sorted(readers) == sorted(SCHEMES)
+    assert {reader.__module__ for reader in readers.values()} == {
+        checkpoint_schemes.__name__}
+
+
+@pytest.mark.parametrize('scheme', list(SCHEMES))
+def test_every_scheme_refuses_pickled_code(scheme, hub, server, tmp_path,
+                                           monkeypatch):
+    flag = tmp_path / 'ran'
+    payload = saved({'state_dict': {}, 'x': Payload(str(flag))})
+    server.files['/evil.pth'] = payload
+    (tmp_path / 'evil.pth').write_bytes(payload)
+    template, serve = SCHEMES[scheme]
+    source = template.format(local=tmp_path / 'evil.pth',
+                             url=server.url('/evil.pth'))
+    if serve == 'storage':
+        serve_from_storage(monkeypatch, payload)
+    elif serve:
+        serve_by_name(monkeypatch, serve, server.url('/evil.pth'))
+    expected = ('pavi:// checkpoints are not read' if scheme == 'pavi://'
+                else 'cannot be loaded safely')
+    with pytest.raises(CheckpointError, match=expected) as error:
+        read_checkpoint(source)
+    assert '\n' not in str(error.value)
+    assert not flag.exists()
+
+
+def test_named_model_errors_are_one_line(monkeypatch):
+    def no_torchvision():
+        raise ModuleNotFoundError("No module named 'torchvision'")
+
+    monkeypatch.setattr(mmengine_checkpoint, 'get_torchvision_models',
+                        no_torchvision)
+    with pytest.raises(CheckpointError, match='pip install torchvision'):
+        read_checkpoint('torchvision://resnet50')
+    with pytest.raises(CheckpointError,
+                       match="'nonexistent' is not a model name MMEngine"):
+        read_checkpoint('mmcls://nonexistent')
 
 
 def test_teacher_checkpoint_url(hub, server):

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
@@ -26,12 +27,13 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from cgrseg.engine.hooks import CrashSafeCheckpointHook, DistillLossWeightHook
+from cgrseg.engine.hooks import DistillLossWeightHook, DistillStateHook
 from cgrseg.engine.tool_setup import configure_sync_bn
 from cgrseg.models import DistillEncoderDecoder
 from cgrseg.models.segmentors.distill_encoder_decoder import student_config
 from cgrseg.models.segmentors.distill_state import split_distill_state
-from cgrseg.models.segmentors.teacher import (build_teacher_model,
+from cgrseg.models.segmentors.teacher import (build_teacher,
+                                              build_teacher_model,
                                               published_weights)
 from cgrseg.models.losses import DistillLayerError
 from cgrseg.models.utils.checkpoint import (CheckpointError,
@@ -281,7 +283,7 @@ def plain_student_of(kd_model: DistillEncoderDecoder):
 def test_prediction_is_the_students(kd_model):
     plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
     checkpoint = {'state_dict': kd_model.state_dict()}
-    split_distill_state(checkpoint)  # as the checkpoint hook files it
+    split_distill_state(checkpoint)  # as DistillStateHook files it
     plain.load_state_dict(checkpoint['state_dict'])
     kd_model.eval()
     plain.eval()
@@ -344,6 +346,18 @@ def test_missing_teacher_checkpoint_names_the_key():
     cfg.model.teacher.config = 'configs/none.py'
     with pytest.raises(FileNotFoundError, match=r'model\.teacher\.config'):
         MODELS.build(cfg.model)
+
+
+def test_teacher_checkpoint_under_home(tmp_path, monkeypatch):
+    """``~/teacher.pth`` is found: the existence check expands ``~`` as the
+    checkpoint reader does."""
+    monkeypatch.setenv('HOME', str(tmp_path))
+    path = save_random_teacher(DEMO_CONFIG, str(tmp_path / 'teacher.pth'))
+    teacher = build_teacher(dict(config=DEMO_CONFIG,
+                                 checkpoint='~/teacher.pth'))
+    expected = torch.load(path, weights_only=True)
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, expected['state_dict'][key]), key
 
 
 @pytest.mark.parametrize('recipe', ['convnext', 'segnext'])
@@ -702,10 +716,10 @@ def test_loss_weight_hook_scales_the_losses(teachers):
 
 
 def test_checkpoint_files_the_connectors_beside_the_student(kd_model):
-    """The checkpoint hook of every config keeps the student alone under
+    """DistillStateHook (every config has it) keeps the student alone under
     state_dict and puts the connectors back for a distillation model."""
     plain = MODELS.build(Config.fromfile(DEMO_CONFIG).model)
-    hook = CrashSafeCheckpointHook()
+    hook = DistillStateHook()
     checkpoint = {'state_dict': kd_model.state_dict()}
     hook.before_save_checkpoint(SimpleNamespace(model=kd_model), checkpoint)
     assert list(checkpoint['state_dict']) == list(plain.state_dict())
@@ -745,10 +759,14 @@ def runner_cfg(recipe: str, teacher: str, data_root: str, work_dir: str,
 
 @pytest.fixture(scope='module')
 def kd_run(tmp_path_factory, data_root, teachers):
-    """3 iterations of the same-family demo recipe, checkpoint at 3."""
+    """3 iterations of the same-family demo recipe, checkpoint at 3, saved
+    by MMEngine's own CheckpointHook: the tests that load iter_3.pth into
+    the student (load_segmentor_checkpoint, init_model, init_segmentor,
+    tools/test.py) see the layout without the configs' checkpoint hook."""
     work_dir = str(tmp_path_factory.mktemp('kd_run'))
-    runner = Runner.from_cfg(runner_cfg(KD_DEMO, teachers['cgrseg-l'],
-                                        data_root, work_dir, 3))
+    cfg = runner_cfg(KD_DEMO, teachers['cgrseg-l'], data_root, work_dir, 3)
+    cfg.default_hooks.checkpoint.type = 'CheckpointHook'
+    runner = Runner.from_cfg(cfg)
     runner.train()
     return runner, work_dir
 

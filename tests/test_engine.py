@@ -256,3 +256,53 @@ def test_weights_only_loads_mmengine_message_hub_but_no_other_getattr(
     buffer.seek(0)
     with pytest.raises(Exception, match='only HistoryBuffer statistics'):
         torch.load(buffer, weights_only=True)
+
+
+def test_num_classes_check_sees_through_test_time_augmentation():
+    """``tools/test.py --tta`` wraps the segmentor in a SegTTAModel (and
+    DDP may wrap that): DatasetCheckHook still compares its head with the
+    dataset's classes."""
+    from types import SimpleNamespace
+
+    from mmengine.model import MMDistributedDataParallel
+    from mmseg.models import SegTTAModel
+
+    from cgrseg.datasets import DatasetError
+    from cgrseg.engine.hooks import DatasetCheckHook
+    class Segmentor(torch.nn.Module):
+        decode_head = SimpleNamespace(out_channels=7, num_classes=7)
+
+        def test_step(self, data):  # what a TTA wrapper asks for
+            return []
+
+    tta = SegTTAModel(module=Segmentor())
+    # DDP around it, without a process group: only .module is read.
+    ddp = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    torch.nn.Module.__init__(ddp)
+    ddp.module = tta
+    dataset = SimpleNamespace(metainfo=dict(classes=tuple('abcde')))
+    for model in (tta, ddp):
+        runner = SimpleNamespace(model=model, test_loop=SimpleNamespace(
+            dataloader=SimpleNamespace(dataset=dataset)))
+        with pytest.raises(DatasetError, match='5 classes but model'):
+            DatasetCheckHook(check_files=False).before_test(runner)
+
+
+def test_leaf_datasets_of_a_config_and_of_built_datasets_agree():
+    """The config checks and the file checks name one dataset by one key."""
+    from types import SimpleNamespace
+
+    from cgrseg.datasets.checks import leaf_datasets
+    config = dict(type='ConcatDataset', datasets=[
+        dict(type='RepeatDataset', times=2, dataset=dict(type='A')),
+        dict(type='B')])
+    built = SimpleNamespace(datasets=[
+        SimpleNamespace(times=2, dataset=SimpleNamespace(type='A')),
+        SimpleNamespace(type='B')])
+    keys = ['train_dataloader.dataset.datasets.0.dataset',
+            'train_dataloader.dataset.datasets.1']
+    for dataset in (Config(dict(d=config)).d, built):
+        leaves = list(leaf_datasets(dataset, 'train_dataloader.dataset'))
+        assert [key for _, key in leaves] == keys
+        assert [leaf.type if hasattr(leaf, 'type') else leaf['type']
+                for leaf, _ in leaves] == ['A', 'B']

@@ -421,6 +421,41 @@ def test_kill_while_saving_a_new_best_keeps_the_previous_best(
     assert 'state_dict' in torch.load(kept, weights_only=True)
 
 
+def test_best_checkpoint_without_hard_links_is_a_warning(tmp_path,
+                                                        monkeypatch):
+    """Where the previous best cannot be hard-linked (a file system without
+    hard links), the hook says so instead of falling back silently."""
+    from mmengine.fileio import LocalBackend
+    from mmengine.logging import MMLogger
+
+    from cgrseg.engine.hooks import CrashSafeCheckpointHook
+    from cgrseg.engine.hooks import crash_safe_checkpoint_hook as module
+    best = tmp_path / 'best_mIoU_iter_3.pth'
+    best.write_bytes(b'checkpoint')
+    hook = CrashSafeCheckpointHook(save_best='mIoU')
+    hook.file_backend, hook.best_ckpt_path = LocalBackend(), str(best)
+
+    def no_hard_links(source, target):
+        raise OSError(1, 'Operation not permitted')
+
+    monkeypatch.setattr(module.os, 'link', no_hard_links)
+    warnings = []
+
+    def keep_warnings(record) -> bool:
+        if record.levelname == 'WARNING':
+            warnings.append(record.getMessage())
+        return True
+
+    logger = MMLogger.get_current_instance()
+    logger.addFilter(keep_warnings)
+    try:
+        assert hook._link_best_checkpoints() == []
+    finally:
+        logger.removeFilter(keep_warnings)
+    assert any(str(best) in w and 'Operation not permitted' in w
+               for w in warnings), warnings
+
+
 @pytest.mark.e2e
 def test_sigterm_in_process_saves_through_the_checkpoint_hook(
         shapes_copy, tmp_path):

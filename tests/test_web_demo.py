@@ -186,3 +186,69 @@ def test_fallback_palette_is_onnx_demos():
                        .replace(',\n]', ']'))
     expected = np.random.default_rng(0).integers(0, 256, (256, 3))
     assert table == expected.tolist()
+
+
+FAKE_CHROMIUM = '''#!{python}
+"""Answers DevTools commands on fds 3 and 4 as Chromium's
+--remote-debugging-pipe does, with the file descriptors it has open."""
+import json
+import os
+
+buffer = b''
+while True:
+    chunk = os.read(3, 1 << 16)
+    if not chunk:
+        break
+    *messages, buffer = (buffer + chunk).split(b'\\0')
+    for message in messages:
+        message = json.loads(message)
+        fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))
+        os.write(4, json.dumps({{'id': message['id'], 'result': {{
+            'method': message['method'], 'fds': fds}}}}).encode() + b'\\0')
+        if message['method'] == 'Browser.close':
+            raise SystemExit
+'''
+
+
+def test_browser_gets_its_pipes_as_fds_3_and_4_without_preexec_fn(
+        tmp_path, monkeypatch):
+    """The pipes reach the browser as fds 3 and 4, and nothing else does,
+    without a preexec_fn (unsafe while the demo's server thread runs)."""
+    import sys
+    import time
+    chromium = load_script('demo/headless_chromium.py')
+    fake = tmp_path / 'fake-chromium'
+    fake.write_text(FAKE_CHROMIUM.format(python=sys.executable))
+    fake.chmod(0o755)
+    started = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(kwargs)
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(chromium.subprocess, 'Popen', recording_popen)
+    with chromium.HeadlessChromium(str(fake),
+                                   time.monotonic() + 60) as browser:
+        result = browser.call('Browser.getVersion', session=False)
+    assert result['method'] == 'Browser.getVersion'
+    # 0-2, the pipes, and the folder listing /proc/self/fd itself
+    assert result['fds'][:5] == [0, 1, 2, 3, 4] and len(result['fds']) == 6
+    assert started and started[0].get('preexec_fn') is None
+
+
+def test_demo_helpers_raise_and_the_scripts_exit_with_one_line(
+        tmp_path, monkeypatch):
+    """The demo's helpers raise WebDemoError (web_benchmark.py imports
+    them); each script turns it into one line and status 1."""
+    monkeypatch.syspath_prepend(str(REPO / 'tools' / 'analysis_tools'))
+    benchmark = load_script('tools/analysis_tools/web_benchmark.py')
+    missing = str(tmp_path / 'none.onnx')
+    with pytest.raises(benchmark.web_demo.WebDemoError,
+                       match=r'npm ci|no model file'):
+        benchmark.web_demo.routes(missing)
+    proc = subprocess.run(python(WEB_DEMO, '--serve', missing), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith('web_demo.py: ')
+    assert len(proc.stderr.strip().splitlines()) == 1

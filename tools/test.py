@@ -15,13 +15,13 @@ import os.path as osp
 
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.model import BaseTTAModel, is_model_wrapper
 
 from cgrseg.datasets import check_data_roots, check_dataset_config
 from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       config_key_errors, init_cpu_distributed,
                                       load_tool_config)
+from cgrseg.engine.unwrap import unwrap_model
 from cgrseg.models.utils.checkpoint import (CheckpointError, read_checkpoint,
                                             segmentor_weights)
 
@@ -53,10 +53,9 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: str) -> None:
     """Check strictly that the checkpoint fits the Runner's model (inside
     its DDP or test-time-augmentation wrapper), before the Runner loads it
     (leniently: MMEngine only warns about keys that do not fit)."""
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
     try:
-        segmentor_weights(model, read_checkpoint(checkpoint), checkpoint)
+        segmentor_weights(unwrap_model(model), read_checkpoint(checkpoint),
+                          checkpoint)
     except (CheckpointError, FileNotFoundError) as err:
         raise SystemExit(f'tools/test.py: {err}') from None
 

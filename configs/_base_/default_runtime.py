@@ -6,5 +6,7 @@ custom_hooks = [
     dict(type='BatchCheckHook'),
     dict(type='FiniteCheckpointHook'),
     dict(type='RNGStateHook'),
+    # a distillation model's connectors beside the student in checkpoints
+    dict(type='DistillStateHook'),
     dict(type='SignalStopHook'),  # SIGTERM: checkpoint, then stop
 ]

@@ -16,19 +16,39 @@ the same random image: the page's ``performance.now()`` around it, Python's
 Needs Chromium and the page's npm packages (see demo/web_demo.py).
 """
 import argparse
+import importlib.util
 import os.path as osp
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import Dict, List, Tuple
 from urllib.parse import urlencode
 
 from measuring import run_in_fresh_process, time_steps
 
-sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..', 'demo'))
-from headless_chromium import HeadlessChromium, find_chromium  # noqa: E402
-from web_demo import MODEL_URL, serving  # noqa: E402
+DEMO = Path(__file__).resolve().parents[2] / 'demo'
+
+
+def demo_script(name: str) -> ModuleType:
+    """demo/<name>.py as the module ``name``. The demo scripts import one
+    another by name, as Python does for a script run from demo/; loading
+    them by file keeps demo/ off ``sys.path``, where its other scripts
+    would shadow installed modules."""
+    spec = importlib.util.spec_from_file_location(name, DEMO / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+headless_chromium = demo_script('headless_chromium')
+web_demo = demo_script('web_demo')
+HeadlessChromium, find_chromium = (headless_chromium.HeadlessChromium,
+                                   headless_chromium.find_chromium)
+MODEL_URL, serving = web_demo.MODEL_URL, web_demo.serving
 
 Case = Tuple[str, int]  # (runtime, threads)
 
@@ -114,7 +134,13 @@ def wasm_times(model: str, image: str, threads: int, args) -> List[float]:
 
 
 def main() -> None:
-    args = parse_args()
+    try:
+        benchmark(parse_args())
+    except web_demo.WebDemoError as err:
+        sys.exit(f'web_benchmark.py: {err}')
+
+
+def benchmark(args: argparse.Namespace) -> None:
     if find_chromium() is None:
         raise SystemExit('web_benchmark.py: needs Chromium '
                          '(apt-get install chromium).')

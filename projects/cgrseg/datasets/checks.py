@@ -2,7 +2,7 @@
 finds no image, or its metainfo (classes, palette) is inconsistent."""
 import inspect
 import os.path as osp
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import mmseg
 from mmengine import fileio
@@ -43,14 +43,21 @@ PREPARATION: Dict[str, Tuple[str, str]] = {
 }
 
 
-def _leaf_datasets(dataset: dict,
-                   key: str) -> Iterator[Tuple[dict, str]]:
-    """Yield (dataset cfg, its dotted config key), unwrapping wrappers."""
-    if dataset.get('datasets') is not None:  # ConcatDataset
-        for i, sub in enumerate(dataset['datasets']):
-            yield from _leaf_datasets(sub, f'{key}.datasets.{i}')
-    elif dataset.get('dataset') is not None:  # RepeatDataset & co.
-        yield from _leaf_datasets(dataset['dataset'], f'{key}.dataset')
+def leaf_datasets(dataset, key: str) -> Iterator[Tuple[Any, str]]:
+    """(leaf dataset, its dotted config key) inside MMEngine's and mmseg's
+    wrappers (``ConcatDataset``'s ``datasets``, ``RepeatDataset``'s and
+    the like's ``dataset``), for config dicts and built datasets alike, so
+    that the messages of both name the same key."""
+
+    def part(name: str):
+        return dataset.get(name) if isinstance(dataset, dict) else getattr(
+            dataset, name, None)
+
+    if part('datasets') is not None:  # ConcatDataset
+        for i, sub in enumerate(part('datasets')):
+            yield from leaf_datasets(sub, f'{key}.datasets.{i}')
+    elif part('dataset') is not None:  # RepeatDataset & co.
+        yield from leaf_datasets(part('dataset'), f'{key}.dataset')
     else:
         yield dataset, key
 
@@ -62,7 +69,7 @@ def _split_datasets(cfg: Config, splits: Sequence[str]
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if loader and loader.get('dataset'):
-            for dataset, key in _leaf_datasets(loader['dataset'],
+            for dataset, key in leaf_datasets(loader['dataset'],
                                                f'{split}_dataloader.dataset'):
                 yield split, dataset, key
 

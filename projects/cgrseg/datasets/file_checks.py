@@ -23,21 +23,10 @@ from mmengine.logging import print_log
 from mmseg.datasets.transforms import LoadAnnotations
 from PIL import Image
 
-from .checks import DatasetError
+from .checks import DatasetError, leaf_datasets
 
 EXIF_ORIENTATION = 0x0112
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF: turned by 90 or 270 degrees
-
-
-def leaf_datasets(dataset, name: str) -> Iterator[Tuple[object, str]]:
-    """(dataset, its config key) inside MMEngine's and mmseg's wrappers."""
-    if hasattr(dataset, 'datasets'):  # ConcatDataset
-        for i, sub in enumerate(dataset.datasets):
-            yield from leaf_datasets(sub, f'{name}.datasets.{i}')
-    elif hasattr(dataset, 'dataset'):  # RepeatDataset & co.
-        yield from leaf_datasets(dataset.dataset, f'{name}.dataset')
-    else:
-        yield dataset, name
 
 
 def _transforms(pipeline) -> Iterator:

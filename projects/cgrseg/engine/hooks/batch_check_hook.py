@@ -5,9 +5,10 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from mmseg.structures import SegDataSample
+
+from ..unwrap import unwrap_model
 
 
 def _files(sample) -> str:
@@ -88,8 +89,7 @@ class BatchCheckHook(Hook):
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch: Optional[dict] = None) -> None:
         check_batch(data_batch, training=True)
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
+        model = unwrap_model(runner.model)
         head = getattr(model, 'decode_head', None)
         if head is not None and data_batch:
             check_label_range(data_batch['data_samples'], head.num_classes,

@@ -1,7 +1,7 @@
 """MMEngine's ``CheckpointHook`` with every save ordered so that a process
 killed at any moment leaves a complete checkpoint and a ``last_checkpoint``
-that points to one, and with a distillation model's checkpoints laid out
-as the student's (:mod:`cgrseg.models.segmentors.distill_state`)."""
+that points to one."""
+import logging
 import os
 import os.path as osp
 from collections import deque
@@ -10,12 +10,16 @@ from typing import List
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
-from mmengine.model import is_model_wrapper
+from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
-from ...models.segmentors.distill_state import (merge_distill_state,
-                                                split_distill_state)
 from ..atomic_backend import write_atomically
+
+
+def iteration_meta(runner, step: int) -> dict:
+    """The ``meta`` of the checkpoint of iteration ``step`` (1-based), as
+    MMEngine's ``CheckpointHook`` builds it in iteration-based training."""
+    return dict(epoch=runner.epoch, iter=step)
 
 
 def write_checkpoint(runner, hook: CheckpointHook, step: int,
@@ -60,22 +64,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
     new one and writes ``last_checkpoint`` with a plain ``open()``: with
     ``max_keep_ckpts=1`` a kill during the save leaves no complete
     checkpoint, and a kill during the pointer's write an empty pointer.
-
-    Every checkpoint's ``state_dict`` holds the student alone: a
-    distillation model's connectors (``distill_losses.*``, part of its
-    ``state_dict()``) are filed under ``distill_state_dict``, and put back
-    when a checkpoint is loaded into a distillation model (resume,
-    ``load_from``).
     """
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        split_distill_state(checkpoint)
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
-        if hasattr(model, 'distill_losses'):
-            merge_distill_state(checkpoint)
 
     def after_val_epoch(self, runner, metrics: dict) -> None:
         # MMEngine's CheckpointHook deletes the previous best checkpoint
@@ -107,7 +96,13 @@ class CrashSafeCheckpointHook(CheckpointHook):
                     os.remove(link)
                 try:
                     os.link(path, link)
-                except OSError:  # no hard links there: MMEngine's order
+                except OSError as err:  # no hard links there
+                    print_log(
+                        f'could not keep the previous best checkpoint '
+                        f'{path} as {link} ({err.strerror or err}): a kill '
+                        f'while the new best is written may leave no best '
+                        f'checkpoint (MMEngine deletes the old one first).',
+                        logger='current', level=logging.WARNING)
                     continue
                 links.append(link)
         return links
@@ -116,8 +111,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
         """Saves a checkpoint of the current training iteration now (as at
         an interval; for :class:`SignalStopHook`). Returns its path."""
         step = runner.iter + 1
-        self._save_checkpoint_with_step(
-            runner, step, dict(epoch=runner.epoch, iter=step))
+        self._save_checkpoint_with_step(runner, step,
+                                        iteration_meta(runner, step))
         return self.last_ckpt
 
     # MMEngine's CheckpointHook writes every regular checkpoint (at an

@@ -3,10 +3,10 @@ on the classes and that the dataset's files can be learned from."""
 from typing import Set
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from ...datasets import DatasetError, check_dataset_files
+from ..unwrap import unwrap_model
 
 
 @HOOKS.register_module()
@@ -44,8 +44,7 @@ class DatasetCheckHook(Hook):
             return
         self._checked.add(id(dataset))
         classes = dataset.metainfo.get('classes')
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
+        model = unwrap_model(runner.model)
         head = getattr(model, 'decode_head', None)
         if classes is not None and head is not None and \
                 head.out_channels != len(classes) and not (

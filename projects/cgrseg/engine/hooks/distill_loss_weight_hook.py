@@ -2,8 +2,9 @@
 from typing import Optional
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from ..unwrap import unwrap_model
 
 
 @HOOKS.register_module()
@@ -84,8 +85,7 @@ class DistillLossWeightHook(Hook):
                           runner,
                           batch_idx: int,
                           data_batch: Optional[dict] = None) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
+        model = unwrap_model(runner.model)
         if not hasattr(model, 'distill_loss_multiplier'):
             raise TypeError(
                 f'DistillLossWeightHook needs a distillation model '

@@ -12,7 +12,7 @@ from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
 
 from .crash_safe_checkpoint_hook import (CrashSafeCheckpointHook,
-                                         write_checkpoint)
+                                         iteration_meta, write_checkpoint)
 
 
 @HOOKS.register_module()
@@ -99,7 +99,7 @@ class SignalStopHook(Hook):
                 checkpoint_hook.save(runner)
             else:  # MMEngine's own: saved with its settings, not pruned
                 write_checkpoint(runner, checkpoint_hook, done,
-                                 dict(epoch=runner.epoch, iter=done))
+                                 iteration_meta(runner, done))
         barrier()  # no rank exits before the checkpoint is written
         print_log(f'{name}: training stopped after iteration {done} of '
                   f'{runner.max_iters}, checkpoint {path}. Continue with '

@@ -21,9 +21,9 @@ from ..utils.checkpoint import (BACKBONE_DESCRIBERS, BACKBONE_FORMATS,
                                 checkpoint_format, describe_checkpoint,
                                 listing, mismatch_report, read_checkpoint,
                                 state_dict_of)
-from .efficientformer_v2 import (ARCH_SETTINGS, WIDTH_KEYS, arch_label,
-                                 arch_of_widths, relative_offset_index,
-                                 stage_widths)
+from .efficientformer_v2_arch import (ARCH_SETTINGS, WIDTH_KEYS,
+                                      arch_label, arch_of_widths,
+                                      relative_offset_index, stage_widths)
 
 
 def efficientformerv2_arch(state_dict: Dict[str, torch.Tensor],
@@ -70,9 +70,15 @@ def _describe_original_release(state_dict: Dict[str, torch.Tensor]) -> str:
 
 BACKBONE_FORMATS['efficientformerv2-imagenet'] = BackboneFormat(
     _is_original_release, _describe_original_release)
+def _is_timm(state_dict: Dict[str, torch.Tensor]) -> bool:
+    # The first conv of timm's EfficientFormerV2 stem, a ConvNorm
+    # (``.conv``/``.bn``). Other timm models have stem.* and stages.* too
+    # (ConvNeXt: stem.0, EfficientFormer: stem.conv1.weight).
+    return 'stem.conv1.conv.weight' in state_dict
+
+
 BACKBONE_FORMATS['timm'] = BackboneFormat(
-    lambda state_dict: any(
-        k.startswith(('stem.conv1.', 'stages.')) for k in state_dict),
+    _is_timm,
     lambda state_dict: 'a timm EfficientFormerV2 ImageNet checkpoint')
 BACKBONE_DESCRIBERS.append(describe_efficientformerv2)
 

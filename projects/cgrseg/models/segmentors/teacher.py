@@ -100,7 +100,9 @@ def build_teacher(teacher: ConfigType) -> EncoderDecoder:
         raise ValueError('model.teacher.checkpoint is not set: give the '
                          'checkpoint of the trained teacher.')
     config_path(config)
-    if is_local_path(checkpoint) and not osp.isfile(checkpoint):
+    # ~ expanded as the local reader expands it.
+    if is_local_path(checkpoint) and not osp.isfile(
+            osp.expanduser(checkpoint)):
         url = published_weights(config)
         if url:
             get = (f'Use the published teacher checkpoint: set '

@@ -5,35 +5,24 @@ instead of a bare key listing.
 A checkpoint *source* is anything MMEngine's ``CheckpointLoader`` takes: a
 local path, an ``http(s)://`` URL (downloaded once into
 ``<torch hub dir>/checkpoints``, see :mod:`.checkpoint_download`), or one of
-its other schemes (``s3://``, ``open-mmlab://``, ...). ``.safetensors`` files
-(Hugging Face's format) are read with ``safetensors``, everything else with
-``torch.load(weights_only=True)``.
-
-Importing this module registers the local and ``http(s)://`` readers in
-MMEngine's ``CheckpointLoader`` (its extension point for schemes), so that
-``load_from``, ``--resume`` and ``init_cfg`` read through the same code: with
-``weights_only=True`` (MMEngine's own URL loader unpickles arbitrary
-objects), ``.safetensors`` support and these errors.
+its other schemes (``s3://``, ``open-mmlab://``, ...), each read by
+:mod:`.checkpoint_schemes` with ``torch.load(weights_only=True)`` (or
+``safetensors`` for ``.safetensors`` files), so that ``load_from``,
+``--resume`` and ``init_cfg`` read through the same code and errors.
 
 Generic code: it knows segmentor checkpoints (``backbone.*``,
 ``decode_head.*``) and nothing of any backbone; a backbone module registers
 its ImageNet weight layouts in :data:`BACKBONE_FORMATS` and a phrase for its
 weights in :data:`BACKBONE_DESCRIBERS`.
 """
-import os
-import pickle
 from collections import OrderedDict
 from typing import Callable, Dict, List, NamedTuple, Optional
 
-import safetensors.torch
 import torch
 import torch.nn as nn
-from mmengine.dist import barrier, get_dist_info
-from mmengine.runner.checkpoint import CheckpointLoader
-from safetensors import SafetensorError
 
-from .checkpoint_download import (CheckpointError, cached_download,
-                                  forget_download)
+from .checkpoint_download import CheckpointError
+from .checkpoint_schemes import load_checkpoint
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -52,101 +41,6 @@ BACKBONE_FORMATS: Dict[str, BackboneFormat] = {}
 BACKBONE_DESCRIBERS: List[Callable[[StateDict, str], Optional[str]]] = []
 
 
-def _corrupt(source: str, err: Exception) -> CheckpointError:
-    return CheckpointError(
-        f'cannot read checkpoint {source!r}: it is truncated, corrupt or not '
-        f'a PyTorch checkpoint ({type(err).__name__}: '
-        f'{(str(err).splitlines() or [""])[0]}).')
-
-
-def _unsafe_globals(path: str) -> Optional[List[str]]:
-    """The globals a ``torch.save`` file would unpickle beyond tensors, or
-    None for a file that is no such file (e.g. an HTML page)."""
-    try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except (ValueError, RuntimeError, pickle.UnpicklingError):
-        return None
-
-
-def _torch_load(path: str, source: str, map_location) -> dict:
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        needed = _unsafe_globals(path) if 'Weights only load failed' in str(
-            err) else None
-        if not needed:
-            raise _corrupt(source, err) from err
-        raise CheckpointError(
-            f'checkpoint {source!r} holds Python objects that cannot be '
-            f'loaded safely (torch.load with weights_only=True): {needed}. '
-            f'If you trust the file, extract the weights where it was made, '
-            f'e.g. torch.save({{"state_dict": ckpt["state_dict"], "meta": '
-            f'{{"CLASSES": ..., "PALETTE": ...}}}}, "clean.pth"), and use '
-            f'that file. Never load untrusted files with weights_only=False.'
-        ) from err
-    except (RuntimeError, EOFError, ValueError) as err:
-        raise _corrupt(source, err) from err
-
-
-def _safetensors_load(path: str, source: str) -> dict:
-    try:
-        return dict(safetensors.torch.load_file(path, device='cpu'))
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f'cannot read {source!r}: not a valid safetensors file '
-            f'({err}).') from err
-
-
-def load_file(path: str, source: Optional[str] = None,
-              map_location='cpu') -> dict:
-    """The checkpoint dict in a local file (``.safetensors`` or a
-    ``torch.save`` file); ``source`` names it in errors (e.g. its URL)."""
-    source = source or path
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file not found: {source!r}')
-    if path.endswith('.safetensors'):
-        ckpt = _safetensors_load(path, source)
-    else:
-        ckpt = _torch_load(path, source, map_location)
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f'checkpoint {source!r} holds a '
-                              f'{type(ckpt).__name__}, not a dict of '
-                              f'tensors.')
-    return ckpt
-
-
-@CheckpointLoader.register_scheme(prefixes='', force=True)
-def load_from_local(filename: str, map_location=None) -> dict:
-    """MMEngine's local scheme, through :func:`load_file`."""
-    return load_file(os.path.expanduser(filename), map_location=map_location)
-
-
-def _download_and_load(url: str, map_location) -> dict:
-    path, downloaded = cached_download(url)
-    try:
-        return load_file(path, source=url, map_location=map_location)
-    except CheckpointError as err:
-        # A file that does not load must not stay where the next run would
-        # take it for the checkpoint.
-        raise forget_download(url, path, downloaded, err) from err
-
-
-@CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
-                                  force=True)
-def load_from_http(filename: str, map_location=None) -> dict:
-    """MMEngine's URL scheme (rank 0 downloads first, the other ranks then
-    read its cached file), downloading through :mod:`.checkpoint_download`
-    and reading through :func:`load_file`."""
-    rank, world_size = get_dist_info()
-    if rank == 0:
-        ckpt = _download_and_load(filename, map_location)
-    if world_size > 1:
-        barrier()
-        if rank > 0:
-            ckpt = _download_and_load(filename, map_location)
-    return ckpt
-
-
 def read_checkpoint(source: str) -> dict:
     """The checkpoint dict at ``source`` (a path, a URL or another MMEngine
     scheme), on the CPU.
@@ -156,7 +50,7 @@ def read_checkpoint(source: str) -> dict:
         CheckpointError: one message naming the source and the cause, for a
             failed download, a corrupt file, or unsafe pickled objects.
     """
-    ckpt = CheckpointLoader.load_checkpoint(source, map_location='cpu')
+    ckpt = load_checkpoint(source, map_location='cpu')
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'checkpoint {source!r} holds a '
                               f'{type(ckpt).__name__}, not a dict of '
