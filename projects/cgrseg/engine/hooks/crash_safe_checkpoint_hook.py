@@ -27,6 +27,10 @@ def write_checkpoint(runner, hook: CheckpointHook, step: int,
     filename = hook.filename_tmpl.format(step)
     path = hook.file_backend.join_path(hook.out_dir, filename)
     runner.message_hub.update_info('last_ckpt', path)
+    # MMEngine runs before_save_checkpoint on rank 0 alone (save_checkpoint
+    # is master_only): what a checkpoint gathers from every rank (RNG
+    # states, RNGStateHook) is collected here, where every rank passes.
+    runner.call_hook('before_save_checkpoint_on_every_rank')
     runner.save_checkpoint(
         hook.out_dir,
         filename,
