@@ -4,10 +4,11 @@ from .dataset_check_hook import DatasetCheckHook
 from .distill_loss_weight_hook import DistillLossWeightHook
 from .finite_checkpoint_hook import FiniteCheckpointHook
 from .rng_state_hook import RNGStateHook
-from .signal_stop_hook import SignalStopHook, signal_exit_status
+from .signal_stop_hook import (SignalStopHook, TrainingStopped,
+                               signal_exit_status)
 
 __all__ = [
     'BatchCheckHook', 'CrashSafeCheckpointHook', 'DatasetCheckHook',
     'DistillLossWeightHook', 'FiniteCheckpointHook', 'RNGStateHook',
-    'SignalStopHook', 'signal_exit_status'
+    'SignalStopHook', 'TrainingStopped', 'signal_exit_status'
 ]

@@ -5,7 +5,7 @@ as the student's (:mod:`cgrseg.models.segmentors.distill_state`)."""
 import os
 import os.path as osp
 from collections import deque
-from typing import List
+from typing import List, Optional
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
@@ -116,10 +116,11 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 links.append(link)
         return links
 
-    def save(self, runner) -> str:
-        """Saves a checkpoint of the current training iteration now (as at
-        an interval; for :class:`SignalStopHook`). Returns its path."""
-        step = runner.iter + 1
+    def save(self, runner, step: Optional[int] = None) -> str:
+        """Saves a checkpoint of training iteration ``step`` (default: the
+        current one) now, as at an interval (for :class:`SignalStopHook`).
+        Returns its path."""
+        step = runner.iter + 1 if step is None else step
         self._save_checkpoint_with_step(
             runner, step, dict(epoch=runner.epoch, iter=step))
         return self.last_ckpt
