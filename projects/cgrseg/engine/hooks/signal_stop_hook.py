@@ -105,7 +105,9 @@ class SignalStopHook(Hook):
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None,
                        outputs=None) -> None:
-        if batch_idx >= self._val_checks:
+        # stopped_by: stopped (and saved) at the iteration before; this
+        # validation, which MMEngine still runs, may finish
+        if batch_idx >= self._val_checks or self.stopped_by is not None:
             return
         self.stopped_by = self._agreed_signal()
         if self.stopped_by is None:
