@@ -1,16 +1,32 @@
 """Stored teacher targets: the replay of a sample's resize/crop/flip/padding
-on a stored map, the compact top-k format, and the errors of reading
-targets that do not fit the run."""
+on a stored map, the compact top-k format, the tool that computes them, and
+the errors of reading targets that do not fit the run."""
+import copy
+import json
+import os
+import os.path as osp
+import re
+import runpy
+import sys
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from mmcv.transforms import RandomFlip, RandomResize
+from mmengine.config import Config
+from mmengine.structures import PixelData
+from mmseg.registry import DATASETS, MODELS
+from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 from cgrseg.datasets.transforms import RecordedRandomCrop
-from cgrseg.models.segmentors.stored_targets import (decode_topk,
+from cgrseg.models.segmentors.stored_targets import (StoredTargetsError,
+                                                     decode_topk,
                                                      encode_topk,
                                                      warp_to_sample)
+from cgrseg.models.segmentors.teacher import build_teacher_model
+from e2e import DEMO_CONFIG, REPO
 
 register_all_modules()
 
@@ -135,3 +151,163 @@ def test_topk_format_keeps_top_classes_and_rest_mass():
     exact = decode_topk(*(torch.from_numpy(encode_topk(logits, 7)[k])
                           for k in ('values', 'indices', 'rest')), 7)
     torch.testing.assert_close(exact, logits, atol=2e-2, rtol=1e-3)
+
+
+# -- computed by the tool, read by DistillEncoderDecoder ----------------------
+
+STORED_DEMO = str(
+    REPO / 'configs' / 'distill' /
+    'kd_cgrseg-l-to-cgrseg-t_stored-targets_1xb8-adamw-300iter_shapes-128x128.py')
+
+
+def random_teacher(path, seed: int) -> str:
+    torch.manual_seed(seed)
+    torch.save({'state_dict': build_teacher_model(DEMO_CONFIG).state_dict()},
+               str(path))
+    return str(path)
+
+
+def compute(options: dict, capsys) -> str:
+    """Run tools/compute_teacher_targets.py in this process; its stdout."""
+    argv = sys.argv
+    sys.argv = ['compute_teacher_targets.py', STORED_DEMO, '--batch', '16',
+                '--cfg-options'] + [f'{k}={v}' for k, v in options.items()]
+    try:
+        runpy.run_path(str(REPO / 'tools' / 'compute_teacher_targets.py'),
+                       run_name='__main__')
+    finally:
+        sys.argv = argv
+    return capsys.readouterr().out
+
+
+@pytest.fixture(scope='module')
+def stored(tmp_path_factory):
+    """A CGRSeg-T teacher (random weights: cheap), its targets over the
+    demo training set with all 5 classes kept (top-5), and the options
+    that point the stored-targets demo recipe at them."""
+    from cgrseg.datasets import generate_shapes
+    tmp = tmp_path_factory.mktemp('stored')
+    data_root = str(tmp / 'shapes')
+    generate_shapes(data_root)
+    options = {
+        'model.teacher.config': DEMO_CONFIG,
+        'model.teacher.checkpoint': random_teacher(tmp / 't.pth', 1),
+        'model.teacher.stored_targets.dir': str(tmp / 'targets'),
+        'model.teacher.stored_targets.topk': 5,
+        'train_dataloader.dataset.data_root': data_root,
+    }
+    return SimpleNamespace(tmp=tmp, data_root=data_root, options=options,
+                           targets=str(tmp / 'targets'))
+
+
+def recipe(options: dict) -> Config:
+    cfg = Config.fromfile(STORED_DEMO)
+    cfg.merge_from_dict(options)
+    return cfg
+
+
+def test_tool_stores_prints_sizes_and_resumes(stored, capsys):
+    out = compute(stored.options, capsys)
+    assert '96 to compute' in out
+    assert re.search(r'96 images, [\d.]+ MiB in all, [\d.]+ KiB per image '
+                     r'\(top-5 of 5 classes, fp16, stride 8\)', out), out
+    with open(osp.join(stored.targets, 'fingerprint.json')) as f:
+        info = json.load(f)
+    assert len(info['images']) == 96 and info['stride'] == 8
+    os.remove(osp.join(stored.targets, info['images'][3] + '.npz'))
+    out = compute(stored.options, capsys)
+    assert '1 to compute' in out and '96 images' in out
+
+
+def live_and_stored(stored):
+    cfg = recipe(stored.options)
+    live = copy.deepcopy(cfg.model)
+    live.teacher.pop('stored_targets')
+    return cfg, live
+
+
+def test_stored_targets_give_the_live_teachers_loss(stored, capsys):
+    """Without augmentation (the teacher's own view of the image) the
+    stored targets' distillation loss is the live teacher's, to fp16."""
+    if not osp.isfile(osp.join(stored.targets, 'fingerprint.json')):
+        compute(stored.options, capsys)
+    cfg, live_cfg = live_and_stored(stored)
+    # eval(): the same student (no dropout draws) in both models.
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    torch.manual_seed(0)
+    live = MODELS.build(live_cfg).eval()
+    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    dataset_cfg.data_root = stored.data_root
+    dataset_cfg.pipeline = [
+        dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+        dict(type='PackSegInputs')]
+    dataset = DATASETS.build(dataset_cfg)
+    samples = [dataset[i] for i in (0, 5)]
+    data = model.data_preprocessor(
+        dict(inputs=[s['inputs'] for s in samples],
+             data_samples=[s['data_samples'] for s in samples]), True)
+    with torch.no_grad():
+        got = model.loss(data['inputs'], data['data_samples'])
+        expected = live.loss(data['inputs'], data['data_samples'])
+    assert got['distill.loss_kl'] > 0
+    torch.testing.assert_close(got['distill.loss_kl'],
+                               expected['distill.loss_kl'], rtol=2e-3,
+                               atol=1e-6)
+    torch.testing.assert_close(got['decode.loss_ce'],
+                               expected['decode.loss_ce'])
+
+
+def build_error(cfg: Config) -> str:
+    with pytest.raises((StoredTargetsError, ValueError)) as err:
+        MODELS.build(cfg.model)
+    return str(err.value)
+
+
+def test_errors_name_the_misfit(stored, capsys):
+    if not osp.isfile(osp.join(stored.targets, 'fingerprint.json')):
+        compute(stored.options, capsys)
+    cfg = recipe(stored.options)
+    cfg.model.teacher.checkpoint = random_teacher(stored.tmp / 'u.pth', 2)
+    assert 'computed from other teacher weights' in build_error(cfg)
+    cfg = recipe(stored.options)
+    cfg.model.decode_head.num_classes = 4
+    assert 'the teacher predicts 5 classes, the student 4' in \
+        build_error(cfg)
+    cfg = recipe(stored.options)
+    cfg.model.teacher.stored_targets.topk = 3
+    assert 'stored with topk=5, the config asks for topk=3' in \
+        build_error(cfg)
+    cfg = recipe(stored.options)
+    cfg.model.distill_losses[0].teacher = 'backbone.out.3'
+    assert "hold the teacher's logits only" in build_error(cfg)
+
+
+def test_step_errors_name_the_image(stored, capsys):
+    if not osp.isfile(osp.join(stored.targets, 'fingerprint.json')):
+        compute(stored.options, capsys)
+    model = MODELS.build(recipe(stored.options).model)
+    img_dir = model._targets.info['img_dir']
+
+    def step(img_path: str):
+        sample = SegDataSample(metainfo=dict(
+            img_path=img_path, img_shape=(128, 128), pad_shape=(128, 128),
+            ori_shape=(128, 128)))
+        sample.gt_sem_seg = PixelData(data=torch.zeros(1, 128, 128).long())
+        return model.loss(torch.zeros(1, 3, 128, 128), [sample])
+
+    step(osp.join(img_dir, '0000.png'))
+    with pytest.raises(StoredTargetsError, match='another data set'):
+        step(osp.join(stored.tmp, 'elsewhere', '0000.png'))
+    with pytest.raises(StoredTargetsError,
+                       match="has no targets for image '9999.png'"):
+        step(osp.join(img_dir, '9999.png'))
+    moved = osp.join(stored.targets, '0001.png.npz')
+    os.rename(moved, moved + '.away')
+    try:
+        with pytest.raises(StoredTargetsError,
+                           match="targets file .* of image '0001.png' is "
+                           'missing'):
+            step(osp.join(img_dir, '0001.png'))
+    finally:
+        os.rename(moved + '.away', moved)

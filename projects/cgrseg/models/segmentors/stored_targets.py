@@ -281,3 +281,18 @@ class StoredTargets:
             maps.append(warped)
             valid.append(mask)
         return torch.stack(maps), torch.stack(valid)[:, None]
+
+
+def open_stored_targets(teacher: dict, stored: dict,
+                        num_classes: int) -> StoredTargets:
+    """:class:`StoredTargets` from ``model.teacher`` (``config``,
+    ``checkpoint``) and its ``stored_targets=dict(dir=..., topk=...)``."""
+    stored = dict(stored)
+    directory, topk = stored.pop('dir', None), stored.pop('topk', None)
+    if stored or not directory or not topk:
+        raise ValueError(
+            f'model.teacher.stored_targets: expected dict(dir=DIR, topk=K), '
+            f'got keys {sorted(stored) + ["dir", "topk"]} with dir='
+            f'{directory!r}, topk={topk!r}.')
+    return StoredTargets(directory, topk, teacher.get('checkpoint'),
+                         num_classes)
