@@ -311,3 +311,35 @@ def test_step_errors_name_the_image(stored, capsys):
             step(osp.join(img_dir, '0001.png'))
     finally:
         os.rename(moved + '.away', moved)
+
+
+STORED_RECIPES = sorted(
+    (REPO / 'configs' / 'distill').glob('*_stored-targets_*.py'))
+
+
+def augmentation(pipeline: list) -> list:
+    """A training pipeline without what the stored-target recipes change:
+    the crop's type and the packed keys."""
+    steps = []
+    for step in pipeline:
+        step = {k: v for k, v in step.items()
+                if k not in ('_scope_', 'meta_keys')}
+        if step['type'] == 'RecordedRandomCrop':
+            step['type'] = 'RandomCrop'
+        steps.append(step)
+    return steps
+
+
+@pytest.mark.parametrize('path', STORED_RECIPES, ids=lambda p: p.name)
+def test_stored_recipes_replay_the_live_recipes_augmentation(path):
+    cfg = Config.fromfile(str(path))
+    live = Config.fromfile(str(path).replace('_stored-targets', ''))
+    assert 'stored_targets' not in live.model.teacher
+    assert set(cfg.model.teacher.stored_targets) == {'dir', 'topk'}
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert 'RandomCrop' not in [step['type'] for step in pipeline]
+    assert 'crop_bbox' in pipeline[-1]['meta_keys']
+    assert augmentation(pipeline) == augmentation(
+        live.train_dataloader.dataset.pipeline)
+    assert all(loss.teacher == 'decode_head.logits'
+               for loss in cfg.model.distill_losses)

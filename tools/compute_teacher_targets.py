@@ -3,7 +3,7 @@ its logits for replay (``model.teacher.stored_targets``).
 
     python tools/compute_teacher_targets.py CONFIG [--batch 8] [--out DIR]
         [--threads 2] [--cfg-options ...]
-    python -m torch.distributed.launch --nproc_per_node=4 \\
+    torchrun --nproc_per_node=4 \\
         tools/compute_teacher_targets.py CONFIG --launcher pytorch
 
 CONFIG is a ``DistillEncoderDecoder`` config with
@@ -19,6 +19,7 @@ run resumes; with several ranks each takes every world-size-th image.
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import time
@@ -165,6 +166,13 @@ def main() -> None:
             w_scale, h_scale = meta.get('scale_factor', None) or (1., 1.)
             to_map = (h_scale * logit.shape[-2] / inputs.shape[-2],
                       w_scale * logit.shape[-1] / inputs.shape[-1])
+            # Only the logits over the image, not over the batch padding
+            # (bottom/right): the map keeps its top-left origin.
+            height, width = meta['img_shape'][:2]
+            logit = logit[:, :math.ceil(height * logit.shape[-2] /
+                                        inputs.shape[-2]),
+                          :math.ceil(width * logit.shape[-1] /
+                                     inputs.shape[-1])]
             total_bytes += save_targets(
                 osp.join(out, image_key(meta['img_path'],
                                         dataset.data_prefix['img_path']) +
