@@ -21,7 +21,8 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 from cgrseg.datasets.transforms import RecordedRandomCrop
-from cgrseg.models.segmentors.stored_targets import (StoredTargetsError,
+from cgrseg.models.segmentors.stored_targets import (TARGETS_SUFFIX,
+                                                     StoredTargetsError,
                                                      decode_topk,
                                                      encode_topk,
                                                      warp_to_sample)
@@ -206,6 +207,7 @@ def recipe(options: dict) -> Config:
     return cfg
 
 
+@pytest.mark.e2e  # runs the tool over the 96 demo images
 def test_tool_stores_prints_sizes_and_resumes(stored, capsys):
     out = compute(stored.options, capsys)
     assert '96 to compute' in out
@@ -214,7 +216,7 @@ def test_tool_stores_prints_sizes_and_resumes(stored, capsys):
     with open(osp.join(stored.targets, 'fingerprint.json')) as f:
         info = json.load(f)
     assert len(info['images']) == 96 and info['stride'] == 8
-    os.remove(osp.join(stored.targets, info['images'][3] + '.npz'))
+    os.remove(osp.join(stored.targets, info['images'][3] + TARGETS_SUFFIX))
     out = compute(stored.options, capsys)
     assert '1 to compute' in out and '96 images' in out
 
@@ -226,6 +228,7 @@ def live_and_stored(stored):
     return cfg, live
 
 
+@pytest.mark.e2e  # runs the tool over the 96 demo images
 def test_stored_targets_give_the_live_teachers_loss(stored, capsys):
     """Without augmentation (the teacher's own view of the image) the
     stored targets' distillation loss is the live teacher's, to fp16."""
@@ -264,6 +267,7 @@ def build_error(cfg: Config) -> str:
     return str(err.value)
 
 
+@pytest.mark.e2e  # runs the tool over the 96 demo images
 def test_errors_name_the_misfit(stored, capsys):
     if not osp.isfile(osp.join(stored.targets, 'fingerprint.json')):
         compute(stored.options, capsys)
@@ -283,6 +287,7 @@ def test_errors_name_the_misfit(stored, capsys):
     assert "hold the teacher's logits only" in build_error(cfg)
 
 
+@pytest.mark.e2e  # runs the tool over the 96 demo images
 def test_step_errors_name_the_image(stored, capsys):
     if not osp.isfile(osp.join(stored.targets, 'fingerprint.json')):
         compute(stored.options, capsys)
@@ -302,7 +307,7 @@ def test_step_errors_name_the_image(stored, capsys):
     with pytest.raises(StoredTargetsError,
                        match="has no targets for image '9999.png'"):
         step(osp.join(img_dir, '9999.png'))
-    moved = osp.join(stored.targets, '0001.png.npz')
+    moved = osp.join(stored.targets, '0001.png' + TARGETS_SUFFIX)
     os.rename(moved, moved + '.away')
     try:
         with pytest.raises(StoredTargetsError,

@@ -36,6 +36,7 @@ from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.models.segmentors.distill_layers import LOGITS, layer_outputs
 from cgrseg.models.segmentors.stored_targets import (FINGERPRINT,
                                                      FORMAT_VERSION,
+                                                     TARGETS_SUFFIX,
                                                      encode_topk, image_key,
                                                      list_hash, save_targets,
                                                      weights_hash)
@@ -173,10 +174,10 @@ def main() -> None:
                                         inputs.shape[-2]),
                           :math.ceil(width * logit.shape[-1] /
                                      inputs.shape[-1])]
+            key = image_key(meta['img_path'], dataset.data_prefix['img_path'])
             total_bytes += save_targets(
-                osp.join(out, image_key(meta['img_path'],
-                                        dataset.data_prefix['img_path']) +
-                         '.npz'), encode_topk(logit, stored.topk), to_map)
+                osp.join(out, key + TARGETS_SUFFIX),
+                encode_topk(logit, stored.topk), to_map)
             done += 1
         rate = done / (time.perf_counter() - started)
         print(f'[rank {rank}] {done}/{len(todo)} images, '
@@ -214,7 +215,7 @@ def target_path(out: str, dataset, index: int) -> str:
     return osp.join(
         out,
         image_key(dataset.get_data_info(index)['img_path'],
-                  dataset.data_prefix['img_path']) + '.npz')
+                  dataset.data_prefix['img_path']) + TARGETS_SUFFIX)
 
 
 def write_fingerprint(out: str, info: dict) -> None:

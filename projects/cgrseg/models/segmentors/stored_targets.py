@@ -10,8 +10,9 @@ recorded in its metainfo by the pipeline, see
 :class:`cgrseg.datasets.transforms.RecordedRandomCrop`), instead of running
 the teacher. Photometric transforms do not apply to it.
 
-Storage, one ``<image path relative to the image directory>.npz`` per image
-plus ``fingerprint.json``:
+Storage, one ``<image path relative to the image directory>.npy`` per image
+(a structured NumPy scalar: one read, no zip archive to parse) plus
+``fingerprint.json``:
 
 - ``values`` (k, h, w) fp16: the k largest logits per pixel, at the
   teacher's logit stride on its test-scale input;
@@ -38,6 +39,7 @@ from torch import Tensor
 
 FORMAT_VERSION = 1
 FINGERPRINT = 'fingerprint.json'
+TARGETS_SUFFIX = '.npy'
 COMPUTE = 'python tools/compute_teacher_targets.py CONFIG'
 
 
@@ -80,10 +82,15 @@ def decode_topk(values: Tensor, indices: Tensor, rest: Tensor,
 def save_targets(path: str, arrays: Dict[str, np.ndarray],
                  to_map: Tuple[float, float]) -> int:
     """Write one image's targets atomically; returns its size in bytes."""
+    arrays = dict(arrays, to_map=np.asarray(to_map, dtype=np.float64))
+    record = np.zeros((), np.dtype([(name, array.dtype, array.shape)
+                                    for name, array in arrays.items()]))
+    for name, array in arrays.items():
+        record[name] = array
     os.makedirs(osp.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), suffix='.tmp')
     with os.fdopen(fd, 'wb') as f:
-        np.savez(f, to_map=np.asarray(to_map, dtype=np.float64), **arrays)
+        np.save(f, record, allow_pickle=False)
     os.replace(tmp, path)
     return osp.getsize(path)
 
@@ -255,16 +262,16 @@ class StoredTargets:
                 f'model.teacher.stored_targets ({self.dir!r}) has no '
                 f'targets for image {key!r}: compute the missing ones '
                 f'(rerun {COMPUTE}, it resumes).')
-        path = osp.join(self.dir, key + '.npz')
+        path = osp.join(self.dir, key + TARGETS_SUFFIX)
         if not osp.isfile(path):
             raise StoredTargetsError(
                 f'model.teacher.stored_targets: targets file {path!r} of '
                 f'image {key!r} is missing: rerun {COMPUTE} (it resumes).')
-        with np.load(path) as arrays:
-            dense = decode_topk(*(torch.from_numpy(arrays[name]).to(device)
-                                  for name in ('values', 'indices', 'rest')),
-                                num_classes=self.num_classes)
-            return dense, arrays['to_map']
+        record = np.load(path, allow_pickle=False)
+        dense = decode_topk(*(torch.from_numpy(record[name]).to(device)
+                              for name in ('values', 'indices', 'rest')),
+                            num_classes=self.num_classes)
+        return dense, record['to_map']
 
     def batch(self, data_samples: Sequence, input_size: Tuple[int, int],
               device) -> Tuple[Tensor, Tensor]:
