@@ -11,7 +11,7 @@ _base_ = './kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py'
 model = dict(
     teacher=dict(
         # 3 of the 5 classes per pixel, fp16, at the teacher's stride 8
-        # (16x16 per 128x128 image): 3.7 KiB per .npz file.
+        # (16x16 per 128x128 image): 3.0 KiB per file.
         stored_targets=dict(
             dir='work_dirs/teacher_targets/'
             'cgrseg_efficientformerv2-l_1xb8-adamw-600iter_shapes-128x128',
