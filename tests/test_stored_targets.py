@@ -156,9 +156,9 @@ def test_topk_format_keeps_top_classes_and_rest_mass():
 
 # -- computed by the tool, read by DistillEncoderDecoder ----------------------
 
-STORED_DEMO = str(
-    REPO / 'configs' / 'distill' /
-    'kd_cgrseg-l-to-cgrseg-t_stored-targets_1xb8-adamw-300iter_shapes-128x128.py')
+STORED_DEMO = str(REPO / 'configs' / 'distill' /
+                  'kd_cgrseg-l-to-cgrseg-t_stored-targets_1xb8-adamw-'
+                  '300iter_shapes-128x128.py')
 
 
 def random_teacher(path, seed: int) -> str:

@@ -251,11 +251,11 @@ def report(results: dict, memory: str, args: argparse.Namespace) -> None:
     median = {case: statistics.median(results[case]['times'])
               for case in cases}
     if args.stored_dir:
-        live = median['kd-live']
+        live, student = median['kd-live'], median['student']
         print(f'kd (stored targets) / student = '
-              f'{median["kd"] / median["student"]:.3f}; kd-live / student '
-              f'= {live / median["student"]:.3f}; kd-live / (student + '
-              f'teacher) = {live / (median["student"] + median["teacher"]):.3f}')
+              f'{median["kd"] / student:.3f}; kd-live / student '
+              f'= {live / student:.3f}; kd-live / (student + '
+              f'teacher) = {live / (student + median["teacher"]):.3f}')
         per_image = median['teacher'] / args.batch
         print(f'one-time target computation: teacher forward '
               f'{per_image:.4f}s per image at {args.shape[0]}x'

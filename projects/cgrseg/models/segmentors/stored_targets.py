@@ -34,7 +34,6 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 FORMAT_VERSION = 1
@@ -121,7 +120,7 @@ def list_hash(keys: Sequence[str]) -> str:
     return hashlib.sha256('\n'.join(sorted(keys)).encode()).hexdigest()
 
 
-# -- the replay ----------------------------------------------------------------
+# -- the replay --------------------------------------------------------------
 
 
 def warp_to_sample(dense: Tensor, to_map: Sequence[float], meta: dict,
