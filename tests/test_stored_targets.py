@@ -348,3 +348,20 @@ def test_stored_recipes_replay_the_live_recipes_augmentation(path):
         live.train_dataloader.dataset.pipeline)
     assert all(loss.teacher == 'decode_head.logits'
                for loss in cfg.model.distill_losses)
+
+
+def test_logit_losses_leave_out_the_padding():
+    """``valid`` (the sample's unpadded top-left part): KL and CWD equal
+    the losses on that part alone, whatever the padding holds."""
+    from cgrseg.models.losses import (ChannelWiseDistillationLoss,
+                                      PixelwiseKLLoss)
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 2, 5, 8, 8, generator=gen)
+    valid = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    valid[..., :6, :5] = True
+    for loss in (PixelwiseKLLoss(temperature=2.0),
+                 ChannelWiseDistillationLoss(tau=1.0)):
+        inside = loss(student[..., :6, :5], teacher[..., :6, :5])
+        masked = loss(student, torch.where(valid, teacher, teacher * 7 + 3),
+                      valid=valid)
+        torch.testing.assert_close(masked, inside)
