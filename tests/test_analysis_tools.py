@@ -72,6 +72,24 @@ def test_distill_cost_prints_the_ratio(tmp_path):
                      re.M), proc.stdout
 
 
+def test_distill_cost_measures_the_stored_target_step(tmp_path):
+    """With stored targets: the KD step that reads them, the live one and
+    the one-time computation (UPerNet-R18: stride-4 targets)."""
+    proc = run(python('tools/analysis_tools/distill_cost.py',
+                      KD_UPERNET.replace('_1xb8', '_stored-targets_1xb8'),
+                      '--batch', '2', '--shape', '64', '64', '--runs', '1',
+                      '--warmup', '0', '--threads', '1',
+                      '--teacher-checkpoint', str(tmp_path / 'none.pth')))
+    for case in ('student', 'teacher', 'kd-live', 'kd'):
+        assert re.search(rf'^{case} +median [\d.]+s .* peak RSS \d+ MiB',
+                         proc.stdout, re.M), proc.stdout
+    assert re.search(r'^kd \(stored targets\) / student = [\d.]+; kd-live '
+                     r'/ student = [\d.]+', proc.stdout, re.M), proc.stdout
+    assert re.search(r'^one-time target computation: teacher forward '
+                     r'[\d.]+s per image at 64x64', proc.stdout,
+                     re.M), proc.stdout
+
+
 def test_teacher_targets_scores_the_resized_teacher_logits(tmp_path):
     """The UPerNet demo recipe's first KL target: teacher logits at
     stride 4 (32x32 for 128x128 images) squeezed to the student's stride 8

@@ -198,3 +198,21 @@ def test_inference_bias_cache_follows_every_weight_change():
         assert resized.rows(0, 16).shape == (2, 16, 16)
     bias = block.attention_bias(64, 64)
     assert bias.columns.requires_grad  # with autograd: computed, not cached
+
+
+def test_weights_swapped_in_through_data_take_effect():
+    """MMEngine's EMAHook swaps the averaged weights in for validation with
+    ``p.data.copy_()``, which changes neither the storage nor the version
+    counter: the no-grad bias cache must follow it (issue 25)."""
+    model, fresh = make_backbone(arch='s1').eval(), make_backbone(arch='s1')
+    torch.manual_seed(1)
+    for name, p in fresh.named_parameters():
+        if name.endswith('attention_biases_seg'):
+            p.data.normal_()
+    x = torch.randn(1, 3, 160, 224)
+    with torch.no_grad():
+        model(x)  # fills the cache
+        for p, new in zip(model.parameters(), fresh.parameters()):
+            p.data.copy_(new.data)
+        outs, expected = model(x), fresh.eval()(x)
+    assert all(map(torch.equal, outs, expected))

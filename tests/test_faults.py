@@ -499,6 +499,51 @@ def dist_train(config: str, work_dir: str, data_root: str,
             work_dir, *extra, '--cfg-options', *tiny_schedule(data_root)]
 
 
+class AtValIteration(Hook):
+    """Records the validation iterations and calls ``action()`` before the
+    first one."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, action) -> None:
+        self.action, self.seen = action, []
+
+    def before_val_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self.seen.append(batch_idx)
+        if batch_idx == 0:
+            self.action()
+
+
+@pytest.mark.e2e
+def test_sigterm_during_validation_saves_after_one_val_iteration(
+        shapes_copy, tmp_path):
+    """SIGTERM at the first of 2 validation images (validation after
+    iteration 2, checkpoints every 3): iteration 2 is saved and training
+    stops before the second image, not after validation and iteration 3
+    (torchrun and Slurm kill about 30 s after SIGTERM)."""
+    from mmengine.runner import Runner
+
+    from cgrseg.engine import TrainingStopped, signal_exit_status
+    from test_engine import demo_cfg
+    cfg = demo_cfg(str(shapes_copy), str(tmp_path / 'work'), iters=4)
+    cfg.train_cfg.val_interval = 2
+    cfg.default_hooks.checkpoint.interval = 3
+    runner = Runner.from_cfg(cfg)
+    handler = signal.getsignal(signal.SIGTERM)
+    probe = AtValIteration(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    runner.register_hook(probe)
+    with pytest.raises(TrainingStopped, match='after iteration 2'):
+        runner.train()
+    assert probe.seen == [0]
+    work_dir = str(tmp_path / 'work')
+    assert sorted(osp.basename(p) for p in glob.glob(
+        osp.join(work_dir, 'iter_*.pth'))) == ['iter_2.pth']
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_2.pth')
+    assert checkpoint_iter(osp.join(work_dir, 'iter_2.pth')) == 2
+    assert signal_exit_status(runner) == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
 @pytest.mark.e2e
 def test_sigterm_to_one_ddp_rank_stops_both_and_resume_matches(
         data_root, tmp_path):

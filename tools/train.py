@@ -1,14 +1,15 @@
 """Train a segmentor with MMEngine's Runner.
 
 mmseg's ``tools/train.py`` plus what CGRSeg users need: ``--amp`` picks
-fp16 ``AmpOptimWrapper`` on CUDA and bfloat16 ``CPUAmpOptimWrapper`` on CPU;
+fp16 ``NonFiniteSkipAmpOptimWrapper`` on CUDA and bfloat16
+``CPUAmpOptimWrapper`` on CPU;
 SyncBN becomes BN where it cannot run (no CUDA); ``--resume`` checks the
 checkpoint it resumes from; missing datasets, inconsistent classes and
 faulty data files are reported before the first iteration; a
 missing config file, a config key that its class does not take and a
 checkpoint that cannot be written (e.g. a full disk) end in one line, not
-a traceback. Stopped by SIGTERM (see ``SignalStopHook``), it saves a
-checkpoint and exits with status 143.
+a traceback. Stopped by SIGTERM (see ``SignalStopHook``; also during
+validation), it saves a checkpoint and exits with status 143.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
@@ -17,7 +18,8 @@ import argparse
 import os
 
 from cgrseg.datasets import check_data_roots, check_dataset_config
-from cgrseg.engine import CheckpointWriteError, signal_exit_status
+from cgrseg.engine import (CheckpointWriteError, TrainingStopped,
+                           signal_exit_status)
 from cgrseg.engine.library_notices import library_warnings_ignored
 from cgrseg.engine.tool_setup import (add_runner_arguments, build_runner,
                                       check_resume_checkpoint,
@@ -66,6 +68,8 @@ def main() -> None:
             runner.train()
         except (CheckpointWriteError, CheckpointError) as err:
             raise SystemExit(f'tools/train.py: {err}') from None
+        except TrainingStopped:  # a signal during validation: saved
+            pass
     status = signal_exit_status(runner)
     if status:
         raise SystemExit(status)

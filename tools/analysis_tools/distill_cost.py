@@ -11,6 +11,14 @@ config's crop size:
 * ``kd``: one training step of the DistillEncoderDecoder (student step,
   teacher forward, distillation losses and connectors).
 
+For a config with stored teacher targets (``model.teacher.stored_targets``)
+``kd`` is the step that reads them (random targets of the stored format,
+written to a temporary directory: read, decoded and warped at every step as
+in training) and a fourth case, ``kd-live``, is the same config with the
+teacher run live; it then prints ``kd / student`` (what a step with stored
+targets costs) and the one-time cost of computing the targets: the
+teacher's forward per image (at this input size, batched).
+
 It prints the median times, the ratio ``kd / (student + teacher)`` (the
 overhead of the distillation machinery itself), the peak memory of each
 case (``torch.cuda.max_memory_allocated`` on CUDA, the process's peak
@@ -28,6 +36,8 @@ it exists, else a randomly initialised teacher (the cost does not depend
 on the weights).
 """
 import argparse
+import json
+import os
 import os.path as osp
 import statistics
 import tempfile
@@ -47,6 +57,7 @@ from measuring import (current_memory_mib, peak_memory_mib,
                        run_in_fresh_process, time_steps)
 
 CASES = ('student', 'teacher', 'kd')
+STORED_CASES = ('student', 'teacher', 'kd-live', 'kd')
 
 
 def parse_args() -> argparse.Namespace:
@@ -90,12 +101,15 @@ def load_cfg(args: argparse.Namespace) -> Config:
 def random_batch(num_classes: int, args: argparse.Namespace) -> dict:
     gen = torch.Generator().manual_seed(0)
     images, samples = [], []
-    for _ in range(args.batch):
+    for index in range(args.batch):
         images.append(torch.randint(0, 256, (3, *args.shape), generator=gen,
                                     dtype=torch.uint8))
         sample = SegDataSample(metainfo=dict(
             img_shape=tuple(args.shape), pad_shape=tuple(args.shape),
-            ori_shape=tuple(args.shape)))
+            ori_shape=tuple(args.shape),
+            img_path=osp.join(args.stored_dir or '', f'{index}.png'),
+            scale_factor=(1., 1.), flip=False,
+            crop_bbox=(0, args.shape[0], 0, args.shape[1])))
         sample.gt_sem_seg = PixelData(data=torch.randint(
             0, num_classes, (1, *args.shape), generator=gen))
         samples.append(sample)
@@ -111,7 +125,9 @@ def make_step(case: str, cfg: Config, args: argparse.Namespace):
     from cgrseg.models.segmentors.teacher import build_teacher
     device = args.device
     if case == 'teacher':
-        teacher = build_teacher(cfg.model.teacher).to(device)
+        teacher = build_teacher(
+            dict(config=cfg.model.teacher.config,
+                 checkpoint=cfg.model.teacher.checkpoint)).to(device)
         run_head = teacher_needs_head(
             [loss['teacher'] for loss in cfg.model.distill_losses])
         preprocessor = MODELS.build(cfg.model.data_preprocessor).to(device)
@@ -127,7 +143,12 @@ def make_step(case: str, cfg: Config, args: argparse.Namespace):
                 layer_outputs(teacher, data['inputs'], run_head)
 
         return step, None, [teacher]
-    model_cfg = cfg.model if case == 'kd' else student_config(cfg.model)
+    model_cfg = cfg.model if case.startswith('kd') else student_config(
+        cfg.model)
+    if case == 'kd-live':
+        model_cfg.teacher.pop('stored_targets')
+    elif case == 'kd' and args.stored_dir:
+        model_cfg.teacher.stored_targets.dir = args.stored_dir
     model = MODELS.build(model_cfg).to(device).train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     data = random_batch(model.decode_head.num_classes, args)
@@ -140,7 +161,8 @@ def make_step(case: str, cfg: Config, args: argparse.Namespace):
             batch = model.data_preprocessor(data, True)
             return model.loss(batch['inputs'], batch['data_samples'])
 
-    models = [model] + ([model.teacher] if case == 'kd' else [])
+    models = [model] + ([model.teacher] if getattr(model, 'teacher', None)
+                        is not None else [])
     return step, loss_forward, models
 
 
@@ -185,8 +207,41 @@ def save_random_teacher(config: str, path: str) -> None:
                path)
 
 
-def report(results: dict, memory: str) -> None:
-    for case in CASES:
+def fake_stored_targets(cfg: Config, args: argparse.Namespace,
+                        directory: str) -> None:
+    """Random targets in the stored format for the ``args.batch`` images of
+    :func:`random_batch`, with the teacher's stride and class count and a
+    fingerprint that fits the teacher checkpoint."""
+    import cgrseg  # noqa: F401
+    from cgrseg.models.segmentors.distill_layers import (LOGITS,
+                                                         layer_outputs)
+    from cgrseg.models.segmentors.stored_targets import (
+        FINGERPRINT, FORMAT_VERSION, TARGETS_SUFFIX, checkpoint_hash,
+        encode_topk, save_targets)
+    from cgrseg.models.segmentors.teacher import build_teacher_model
+    with torch.no_grad():
+        logits = layer_outputs(
+            build_teacher_model(cfg.model.teacher.config).eval(),
+            torch.zeros(1, 3, *args.shape), True)[1][LOGITS][0]
+    stride = round(args.shape[0] / logits.shape[-2])
+    topk = cfg.model.teacher.stored_targets.topk
+    images = [f'{i}.png' for i in range(args.batch)]
+    for image in images:
+        save_targets(osp.join(directory, image + TARGETS_SUFFIX),
+                     encode_topk(torch.randn_like(logits), topk),
+                     (1 / stride, 1 / stride))
+    with open(osp.join(directory, FINGERPRINT), 'w') as f:
+        json.dump(dict(format_version=FORMAT_VERSION,
+                       teacher_checkpoint=args.teacher_checkpoint,
+                       teacher_weights_sha256=checkpoint_hash(
+                           args.teacher_checkpoint),
+                       img_dir=directory, images=images, topk=topk,
+                       num_classes=logits.shape[0], stride=stride), f)
+
+
+def report(results: dict, memory: str, args: argparse.Namespace) -> None:
+    cases = STORED_CASES if args.stored_dir else CASES
+    for case in cases:
         r = results[case]
         print(f'{case:8s} median {statistics.median(r["times"]):.4f}s '
               f'(min {min(r["times"]):.4f}, max {max(r["times"]):.4f}) | '
@@ -194,7 +249,20 @@ def report(results: dict, memory: str) -> None:
               f'{r["built"]:.0f}, weights {r["weights"]:.0f}) | stored for '
               f'backward {r["stored"]:.1f} MiB')
     median = {case: statistics.median(results[case]['times'])
-              for case in CASES}
+              for case in cases}
+    if args.stored_dir:
+        live, student = median['kd-live'], median['student']
+        print(f'kd (stored targets) / student = '
+              f'{median["kd"] / student:.3f}; kd-live / student '
+              f'= {live / student:.3f}; kd-live / (student + '
+              f'teacher) = {live / (student + median["teacher"]):.3f}')
+        per_image = median['teacher'] / args.batch
+        print(f'one-time target computation: teacher forward '
+              f'{per_image:.4f}s per image at {args.shape[0]}x'
+              f'{args.shape[1]} (batch {args.batch}) = '
+              f'{per_image / median["student"]:.3f} student steps per '
+              f'training image, once')
+        return
     ratio = median['kd'] / (median['student'] + median['teacher'])
     print(f'kd / (student + teacher) = {ratio:.3f}')
     kd, student = results['kd'], results['student']
@@ -230,15 +298,20 @@ def main() -> None:
               f'{args.shape[1]} runs={args.runs}x{args.rounds} '
               f'warmup={args.warmup} torch={torch.__version__}\n'
               f'teacher: {teacher}')
+        args.stored_dir = None
+        if probe.model.teacher.get('stored_targets'):
+            args.stored_dir = osp.join(tmp, 'targets')
+            os.makedirs(args.stored_dir)
+            fake_stored_targets(probe, args, args.stored_dir)
         results = {}
         for _ in range(args.rounds):
-            for case in CASES:
+            for case in STORED_CASES if args.stored_dir else CASES:
                 result = run_in_fresh_process(measure, case, args)
                 if case in results:  # pool the times of all rounds
                     result['times'] += results[case]['times']
                 results[case] = result
     report(results, 'peak allocated'
-           if args.device.startswith('cuda') else 'peak RSS')
+           if args.device.startswith('cuda') else 'peak RSS', args)
 
 
 if __name__ == '__main__':

@@ -158,21 +158,23 @@ def build_runner(cfg: Config) -> Runner:
 
 
 def configure_amp(cfg: Config, enable: bool) -> None:
-    """``--amp``: fp16 ``AmpOptimWrapper`` (dynamic loss scale) on CUDA,
-    bfloat16 ``CPUAmpOptimWrapper`` on CPU. Also rejects a config that asks
-    for ``AmpOptimWrapper`` where there is no CUDA."""
+    """``--amp``: fp16 ``NonFiniteSkipAmpOptimWrapper`` (MMEngine's
+    ``AmpOptimWrapper``, dynamic loss scale, plus the non-finite safeguards)
+    on CUDA, bfloat16 ``CPUAmpOptimWrapper`` on CPU. Also rejects a config
+    that asks for a CUDA AMP wrapper where there is no CUDA."""
     cuda = torch.cuda.is_available()
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper == 'AmpOptimWrapper' and not cuda:
+    cuda_amp = ('AmpOptimWrapper', 'NonFiniteSkipAmpOptimWrapper')
+    if wrapper in cuda_amp and not cuda:
         raise ValueError(
-            'optim_wrapper.type is AmpOptimWrapper (fp16 with a CUDA '
+            f'optim_wrapper.type is {wrapper} (fp16 with a CUDA '
             'GradScaler) but CUDA is not available. On CPU, pass --amp to '
             "use bfloat16 (optim_wrapper.type='CPUAmpOptimWrapper') or "
             'remove the AMP wrapper from the config.')
-    if not enable or wrapper in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
+    if not enable or wrapper in cuda_amp + ('CPUAmpOptimWrapper', ):
         return
     if cuda:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.type = 'NonFiniteSkipAmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     else:
         cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'

@@ -5,10 +5,11 @@ from .distill_loss_weight_hook import DistillLossWeightHook
 from .distill_state_hook import DistillStateHook
 from .finite_checkpoint_hook import FiniteCheckpointHook
 from .rng_state_hook import RNGStateHook
-from .signal_stop_hook import SignalStopHook, signal_exit_status
+from .signal_stop_hook import (SignalStopHook, TrainingStopped,
+                               signal_exit_status)
 
 __all__ = [
     'BatchCheckHook', 'CrashSafeCheckpointHook', 'DatasetCheckHook',
     'DistillLossWeightHook', 'DistillStateHook', 'FiniteCheckpointHook',
-    'RNGStateHook', 'SignalStopHook', 'signal_exit_status'
+    'RNGStateHook', 'SignalStopHook', 'TrainingStopped', 'signal_exit_status'
 ]

@@ -5,7 +5,7 @@ import logging
 import os
 import os.path as osp
 from collections import deque
-from typing import List
+from typing import List, Optional
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
@@ -31,6 +31,10 @@ def write_checkpoint(runner, hook: CheckpointHook, step: int,
     filename = hook.filename_tmpl.format(step)
     path = hook.file_backend.join_path(hook.out_dir, filename)
     runner.message_hub.update_info('last_ckpt', path)
+    # MMEngine runs before_save_checkpoint on rank 0 alone (save_checkpoint
+    # is master_only): what a checkpoint gathers from every rank (RNG
+    # states, RNGStateHook) is collected here, where every rank passes.
+    runner.call_hook('before_save_checkpoint_on_every_rank')
     runner.save_checkpoint(
         hook.out_dir,
         filename,
@@ -107,10 +111,11 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 links.append(link)
         return links
 
-    def save(self, runner) -> str:
-        """Saves a checkpoint of the current training iteration now (as at
-        an interval; for :class:`SignalStopHook`). Returns its path."""
-        step = runner.iter + 1
+    def save(self, runner, step: Optional[int] = None) -> str:
+        """Saves a checkpoint of training iteration ``step`` (default: the
+        current one) now, as at an interval (for :class:`SignalStopHook`).
+        Returns its path."""
+        step = runner.iter + 1 if step is None else step
         self._save_checkpoint_with_step(runner, step,
                                         iteration_meta(runner, step))
         return self.last_ckpt

@@ -1,6 +1,6 @@
 """Stops training cleanly on SIGTERM (e.g. a preempted or cancelled slurm
-job): the current iteration finishes, a checkpoint is saved, and
-``--resume`` continues from it."""
+job): the current iteration (or validation iteration) finishes, a
+checkpoint is saved, and ``--resume`` continues from it."""
 import signal
 from typing import Optional, Sequence
 
@@ -15,12 +15,23 @@ from .crash_safe_checkpoint_hook import (CrashSafeCheckpointHook,
                                          iteration_meta, write_checkpoint)
 
 
+class TrainingStopped(Exception):
+    """Raised out of ``runner.train()`` by :class:`SignalStopHook` when a
+    signal arrived during validation, once the checkpoint is written."""
+
+
 @HOOKS.register_module()
 class SignalStopHook(Hook):
     """On one of ``signals`` (default SIGTERM), training stops after the
     current iteration: the :class:`~mmengine.hooks.CheckpointHook` saves a
     checkpoint for it (unless it has just saved one), ``last_checkpoint``
-    points to it, and ``runner.train()`` returns. ``tools/train.py`` then
+    points to it, and ``runner.train()`` returns. A signal during the
+    validation within training is acted upon after the current validation
+    iteration (torchrun and Slurm kill about 30 s after SIGTERM, and an
+    ADE20K validation takes minutes): the checkpoint of the last training
+    iteration is saved and ``runner.train()`` raises
+    :class:`TrainingStopped` (the interrupted validation is not repeated on
+    resume). ``tools/train.py`` then
     exits with status 128 + the signal number (143 for SIGTERM), as a
     process ended by that signal would, so that ``train && test`` does not
     go on; ``--resume`` continues the run.
@@ -41,6 +52,7 @@ class SignalStopHook(Hook):
         self.received: Optional[signal.Signals] = None  # by this process
         self.stopped_by: Optional[signal.Signals] = None  # by any rank
         self._previous: dict = {}
+        self._val_checks = 0  # validation iterations that every rank runs
 
     def _handle(self, signum: int, frame) -> None:
         self.received = signal.Signals(signum)
@@ -77,10 +89,39 @@ class SignalStopHook(Hook):
         if not self._previous:
             return
         self.stopped_by = self._agreed_signal()
+        if self.stopped_by is not None:
+            runner.train_loop.stop_training = True
+            self._save(runner, runner.iter + 1)
+
+    def before_val(self, runner) -> None:
+        # The signal is agreed on at each validation iteration, a collective
+        # call: only as many as the rank with the fewest batches runs.
+        self._val_checks = 0
+        if self._previous:
+            count = torch.tensor([float(len(runner.val_loop.dataloader))])
+            if get_world_size() > 1:
+                all_reduce(count, op='min')
+            self._val_checks = int(count.item())
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None,
+                       outputs=None) -> None:
+        # stopped_by: stopped (and saved) at the iteration before; this
+        # validation, which MMEngine still runs, may finish
+        if batch_idx >= self._val_checks or self.stopped_by is not None:
+            return
+        self.stopped_by = self._agreed_signal()
         if self.stopped_by is None:
             return
-        done = runner.iter + 1
         runner.train_loop.stop_training = True
+        self._save(runner, runner.iter)  # runner.iter: the iterations done
+        self.after_train(runner)
+        raise TrainingStopped(
+            f'{self.stopped_by.name} during validation: training stopped '
+            f'after iteration {runner.iter}.')
+
+    def _save(self, runner, done: int) -> None:
+        """Saves the checkpoint of training iteration ``done`` (unless it
+        is the last one saved) and waits until it is written."""
         name = self.stopped_by.name + (
             '' if self.received else ' (sent to another rank)')
         checkpoint_hook = next(
@@ -96,7 +137,7 @@ class SignalStopHook(Hook):
             checkpoint_hook.filename_tmpl.format(done))
         if runner.message_hub.get_info('last_ckpt') != path:
             if isinstance(checkpoint_hook, CrashSafeCheckpointHook):
-                checkpoint_hook.save(runner)
+                checkpoint_hook.save(runner, done)
             else:  # MMEngine's own: saved with its settings, not pruned
                 write_checkpoint(runner, checkpoint_hook, done,
                                  iteration_meta(runner, done))

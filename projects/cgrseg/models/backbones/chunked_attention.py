@@ -174,7 +174,9 @@ def biased_scores(q: torch.Tensor, k: torch.Tensor, scale: float,
     Shapes: q (B, h, r, d), k (B, h, d, N) → (B, h, r, N).
     """
     if isinstance(bias, torch.Tensor):
-        return (q @ k) * scale + bias
+        # q scaled before the matmul: in fp16 q·k overflows (>65504) where
+        # the scaled score would not.
+        return (q * scale) @ k + bias
     weights, band = bias
     batch, heads, rows = q.shape[:3]
     q = torch.cat([q * scale, weights.expand(batch, heads, rows, -1)], -1)

@@ -54,9 +54,10 @@ class AttentionBiasMixin:
     the input is not at the native ``resolution`` (docs/porting.md Q3), as a
     :class:`ResizedBias` that computes blocks of rows on demand (the full
     (heads, Nq, Nk) bias is never built, docs/porting.md Q22). Without
-    autograd its per-size parts are cached, keyed on the table's storage and
-    version counter, so any change of the weights (loading, an optimizer
-    step, ``.to()``) is seen by the next forward.
+    autograd its per-size parts are cached, keyed on the table's values,
+    device and dtype, so any change of the weights (loading, an optimizer
+    step, ``.to()``, a write through ``.data`` as MMEngine's ``EMAHook``
+    does) is seen by the next forward.
     """
 
     attention_biases_seg: nn.Parameter
@@ -98,15 +99,22 @@ class AttentionBiasMixin:
         # in the graph: a cache keyed on storage pointers cannot be traced.
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._resize_bias(num_queries, num_keys)
-        table = self.attention_biases_seg
-        # Tensor._version, autograd's in-place counter, is the only way to
-        # see a write to the same storage; PyTorch has no public equivalent.
-        key = (table.data_ptr(), table._version, table.dtype,
-               self.attention_bias_idxs_seg.data_ptr(),
-               self.attention_bias_idxs_seg._version, num_queries, num_keys)
-        if self._bias_cache is None or self._bias_cache[0] != key:
-            self._bias_cache = (key, self._resize_bias(num_queries, num_keys))
-        return self._bias_cache[1]
+        # Keyed on the table's values (a few thousand numbers), not on its
+        # storage and version counter: a write through ``.data`` (MMEngine's
+        # EMAHook swaps the averaged weights in that way) changes neither.
+        # The index buffer is constant; loading it bumps its version
+        # (Tensor._version, autograd's in-place counter: no public API).
+        table = self.attention_biases_seg.detach()
+        index = self.attention_bias_idxs_seg
+        key = (index.data_ptr(), index._version, num_queries, num_keys)
+        cache = self._bias_cache
+        if (cache is None or cache[0] != key
+                or cache[1].device != table.device
+                or cache[1].dtype != table.dtype
+                or not torch.equal(cache[1], table)):
+            self._bias_cache = (key, table.clone(),
+                                self._resize_bias(num_queries, num_keys))
+        return self._bias_cache[2]
 
     def _check_bias_table(self, state_dict: dict, prefix: str) -> None:
         """Name the ``resolution`` mismatch instead of a bare size error."""

@@ -52,6 +52,15 @@ def _check_same_channels(student: Tensor, teacher: Tensor) -> None:
             f'teacher_channels for a learned 1x1 connector.')
 
 
+def resize_mask(valid: Optional[Tensor], size) -> Optional[Tensor]:
+    """A (N, 1, H, W) bool mask resized to ``size`` by nearest neighbour,
+    as (N, H, W); None stays None."""
+    if valid is None:
+        return None
+    return F.interpolate(valid.float(), size=tuple(size),
+                         mode='nearest')[:, 0] > 0.5
+
+
 def kl_terms(student: Tensor, teacher: Tensor, dim: int) -> Tensor:
     """Per-element terms of KL(softmax(teacher) ‖ softmax(student)) over
     ``dim``; summing them over ``dim`` gives the divergence."""
@@ -123,7 +132,9 @@ class PixelwiseKLLoss(DistillLoss):
     padding included: the teacher gives a target everywhere. With
     ``ignore_index`` set, pixels whose ground-truth label equals it (e.g.
     255, mmseg's padding and "ignore" label) are left out; the label map is
-    resized to the loss's size by nearest neighbour.
+    resized to the loss's size by nearest neighbour. ``valid`` (stored
+    teacher targets) leaves out the pixels where the target has no value
+    (the sample's padding).
 
     Args:
         temperature: :math:`T` (> 0).
@@ -151,22 +162,24 @@ class PixelwiseKLLoss(DistillLoss):
     def forward(self,
                 student: Tensor,
                 teacher: Tensor,
-                gt_sem_seg: Optional[Tensor] = None) -> Tensor:
+                gt_sem_seg: Optional[Tensor] = None,
+                valid: Optional[Tensor] = None) -> Tensor:
         """
         Args:
             student: student logits (N, C, Hs, Ws).
             teacher: teacher logits (N, C, Ht, Wt).
             gt_sem_seg: labels (N, 1, H, W), needed when ``ignore_index``
                 is set.
+            valid: (N, 1, Ht, Wt) bool, False where the teacher map has no
+                target; None: every pixel has one.
         """
         _check_4d(student, teacher)
         _check_same_channels(student, teacher)
         student, teacher = self.resize(student, teacher)
         kl = kl_terms(student / self.temperature, teacher / self.temperature,
                       dim=1).sum(dim=1)  # (N, H, W)
-        if self.ignore_index is None:
-            loss = kl.mean()
-        else:
+        valid = resize_mask(valid, kl.shape[-2:])
+        if self.ignore_index is not None:
             if gt_sem_seg is None:
                 raise ValueError(
                     'PixelwiseKLLoss: ignore_index is set but no label map '
@@ -174,7 +187,11 @@ class PixelwiseKLLoss(DistillLoss):
             labels = F.interpolate(
                 gt_sem_seg.float(), size=kl.shape[-2:],
                 mode='nearest').squeeze(1)
-            valid = labels != self.ignore_index
+            labelled = labels != self.ignore_index
+            valid = labelled if valid is None else valid & labelled
+        if valid is None:
+            loss = kl.mean()
+        else:
             loss = (kl * valid).sum() / valid.sum().clamp(min=1)
         return self.loss_weight * self.temperature**2 * loss
 
@@ -217,15 +234,28 @@ class ChannelWiseDistillationLoss(DistillLoss):
         _check_temperature(type(self).__name__, 'tau', tau)
         self.tau = tau
 
-    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+    def forward(self,
+                student: Tensor,
+                teacher: Tensor,
+                valid: Optional[Tensor] = None) -> Tensor:
         """
         Args:
             student: student map (N, C, Hs, Ws).
             teacher: teacher map (N, C, Ht, Wt).
+            valid: (N, 1, Ht, Wt) bool, False where the teacher map has no
+                target (left out of both distributions); None: every
+                position has one.
         """
         _check_4d(student, teacher)
         _check_same_channels(student, teacher)
         student, teacher = self.resize(student, teacher)
+        valid = resize_mask(valid, student.shape[-2:])
+        if valid is not None:
+            # A very low logit gives probability 0 (exp underflows) in
+            # both maps, so the position adds 0 * finite to the KL.
+            outside = ~valid[:, None]
+            student = student.masked_fill(outside, -1e4 * self.tau)
+            teacher = teacher.masked_fill(outside, -1e4 * self.tau)
         n, c = student.shape[:2]
         kl = kl_terms(student.flatten(2) / self.tau,
                       teacher.flatten(2) / self.tau, dim=2).sum()

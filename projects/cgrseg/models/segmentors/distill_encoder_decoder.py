@@ -40,6 +40,7 @@ from torch import Tensor
 from ..losses import DistillLayerError
 from .distill_layers import (LAYER_HELP, LOGITS, OutputTap, layer_outputs,
                              parse_layer, teacher_needs_head)
+from .stored_targets import StoredTargets, open_stored_targets
 from .teacher import build_teacher
 
 
@@ -70,7 +71,14 @@ class DistillEncoderDecoder(EncoderDecoder):
             config file (or ``'mmseg::<path>'``) and its trained checkpoint,
             loaded strictly. The teacher must normalise images as the
             student does (same ``data_preprocessor`` mean/std/channel
-            order); it sees the student's preprocessed batch.
+            order); it sees the student's preprocessed batch. With
+            ``stored_targets=dict(dir=DIR, topk=K)`` the teacher is not
+            built: its logits, computed once per training image by
+            ``tools/compute_teacher_targets.py``, are read from ``DIR`` and
+            replayed under each sample's geometric augmentation (see
+            :mod:`.stored_targets`); the losses may then only use
+            ``teacher='decode_head.logits'``, and ``checkpoint`` (if set)
+            must hold the weights the targets came from.
         distill_losses: one entry per distilled pair: the loss config (a
             loss registered in ``MODELS``, e.g. ``PixelwiseKLLoss``,
             ``ChannelWiseDistillationLoss``, ``FeatureMimicLoss``) plus
@@ -121,10 +129,18 @@ class DistillEncoderDecoder(EncoderDecoder):
         # Building the teacher and the losses leaves the global RNG as it
         # was: with the same seed, a distillation run and a plain student
         # run start from the same student and draw the same numbers.
+        teacher = dict(teacher)
+        stored = teacher.pop('stored_targets', None)
+        self._targets: Optional[StoredTargets] = None
         with torch.random.fork_rng(devices=[]):
             # A plain attribute, not a submodule: see the module docstring.
-            object.__setattr__(self, '_teacher', build_teacher(teacher))
-            self._check_preprocessing()
+            if stored is None:
+                object.__setattr__(self, '_teacher', build_teacher(teacher))
+                self._check_preprocessing()
+            else:
+                object.__setattr__(self, '_teacher', None)
+                self._targets = open_stored_targets(
+                    teacher, stored, self.decode_head.out_channels)
             for index, cfg in enumerate(distill_losses):
                 self._add_distill_loss(index, dict(cfg))
         names = [loss.loss_name for loss in self.distill_losses]
@@ -138,8 +154,9 @@ class DistillEncoderDecoder(EncoderDecoder):
         self.distill_loss_multiplier = 1.0
 
     @property
-    def teacher(self) -> EncoderDecoder:
-        """The frozen teacher (not a submodule)."""
+    def teacher(self) -> Optional[EncoderDecoder]:
+        """The frozen teacher (not a submodule); None with stored
+        targets."""
         return self._teacher
 
     # -- construction -----------------------------------------------------
@@ -169,14 +186,27 @@ class DistillEncoderDecoder(EncoderDecoder):
             spec = cfg.pop(role, None)
             if not isinstance(spec, str):
                 raise ValueError(f'{where}: set {role}=LAYER. {LAYER_HELP}')
-            self._check_layer(where, role, spec)
+            if role == 'teacher' and self._targets is not None:
+                if spec != LOGITS:
+                    raise ValueError(
+                        f'{where}: teacher={spec!r}, but stored targets '
+                        f'(model.teacher.stored_targets) hold the teacher\'s '
+                        f'logits only: use teacher={LOGITS!r}, or drop '
+                        f'stored_targets to run the teacher live.')
+            else:
+                self._check_layer(where, role, spec)
             specs.append(spec)
         loss = MODELS.build(cfg)
         if not hasattr(loss, 'loss_name'):
             raise TypeError(f'{where}: {type(loss).__name__} has no '
                             f'loss_name; it is not a distillation loss.')
-        if specs == [LOGITS, LOGITS] and getattr(loss, 'connector',
-                                                 None) is None:
+        if self._targets is not None and getattr(loss, 'connector',
+                                                 None) is not None:
+            raise ValueError(
+                f'{where}: {type(loss).__name__} with a connector cannot '
+                f'read stored targets (logit losses only).')
+        if (self._targets is None and specs == [LOGITS, LOGITS]
+                and getattr(loss, 'connector', None) is None):
             classes = (self.decode_head.out_channels,
                        self.teacher.decode_head.out_channels)
             if classes[0] != classes[1]:
@@ -217,12 +247,13 @@ class DistillEncoderDecoder(EncoderDecoder):
 
     def train(self, mode: bool = True) -> 'DistillEncoderDecoder':
         super().train(mode)
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         return self
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        if recurse:
+        if recurse and self.teacher is not None:
             self.teacher._apply(fn)
         return self
 
@@ -269,13 +300,19 @@ class DistillEncoderDecoder(EncoderDecoder):
             self._teacher_taps.values())
         for tap in taps:
             tap.armed = True
+        valid = None
         try:
             # The teacher first: its intermediate maps are freed before the
             # student's activations pile up; only the distilled maps stay.
-            with torch.no_grad():
-                _, teacher = layer_outputs(self.teacher, inputs,
-                                           self._teacher_runs_head)
-                teacher = self._distilled_maps(teacher, 'teacher')
+            if self._targets is None:
+                with torch.no_grad():
+                    _, teacher = layer_outputs(self.teacher, inputs,
+                                               self._teacher_runs_head)
+                    teacher = self._distilled_maps(teacher, 'teacher')
+            else:
+                logits, valid = self._targets.batch(
+                    data_samples, inputs.shape[-2:], inputs.device)
+                teacher = {LOGITS: logits}
             feats, student = layer_outputs(self, inputs, run_head=True)
             losses = add_prefix(
                 self.decode_head.loss_by_feat(student[LOGITS],
@@ -287,16 +324,19 @@ class DistillEncoderDecoder(EncoderDecoder):
         finally:
             for tap in taps:
                 tap.armed, tap.output = False, None
-        losses.update(self._distill(student, teacher, data_samples))
+        losses.update(self._distill(student, teacher, data_samples, valid))
         return losses
 
     def _distill(self, student: Dict[str, Tensor],
-                 teacher: Dict[str, Tensor],
-                 data_samples: SampleList) -> Dict[str, Tensor]:
+                 teacher: Dict[str, Tensor], data_samples: SampleList,
+                 valid: Optional[Tensor]) -> Dict[str, Tensor]:
+        """``valid`` (N, 1, H, W) bool at the stored targets' size: False
+        where the sample is padding (no stored target); None for a live
+        teacher, which gives a target everywhere."""
         losses = {}
         for index, (loss, (s_spec, t_spec)) in enumerate(
                 zip(self.distill_losses, self.distill_pairs)):
-            kwargs = {}
+            kwargs = {} if valid is None else {'valid': valid}
             if getattr(loss, 'ignore_index', None) is not None:
                 kwargs['gt_sem_seg'] = torch.stack(
                     [sample.gt_sem_seg.data for sample in data_samples])
