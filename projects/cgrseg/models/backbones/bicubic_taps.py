@@ -88,14 +88,18 @@ def resize_along(table: torch.Tensor, taps: CubicTaps,
     Shapes: (..., n_in, ...) → (..., len(taps[0]), ...) at ``dim``.
     """
     index, weight = taps
-    shape = [1] * table.dim()
-    shape[dim] = -1  # the weights run along dim
+    # Gathered along the first axis: ONNX Runtime's Gather copies whole
+    # slices there, but element by element along a later axis (measured,
+    # 2 threads: 34 ms against 0.26 ms for (8, 256, 256) → 1024 entries;
+    # a dynamic-shape file resizes its tables on every run).
+    table = table.movedim(dim, 0)
+    shape = [-1] + [1] * (table.dim() - 1)  # the weights run along dim
     weight = weight.to(table.dtype)
-    out = table.index_select(dim, index[:, 0]) * weight[:, 0].view(shape)
+    out = table.index_select(0, index[:, 0]) * weight[:, 0].view(shape)
     for j in range(1, len(TAP_OFFSETS)):
-        out = out + table.index_select(dim, index[:, j]) * weight[:, j].view(
+        out = out + table.index_select(0, index[:, j]) * weight[:, j].view(
             shape)
-    return out
+    return out.movedim(0, dim).contiguous()
 
 
 def _floor_source(i: int, in_size: int, out_size: int) -> int:
