@@ -6,7 +6,6 @@ from typing import Iterator, List
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 # Ops that CUDA autocast runs in float32 (ATen's autocast_mode.h,

@@ -126,3 +126,60 @@ def fixture_input(fixture: dict) -> torch.Tensor:
     assert torch.equal(x.flatten()[:8], info['first8'])
     assert math.isclose(x.double().sum().item(), info['sum'], abs_tol=1e-3)
     return x
+
+
+def upsample_argmax_all_classes(logits: torch.Tensor, factor: int,
+                                crop_size) -> torch.Tensor:
+    """``cgrseg.deploy.upsample_argmax`` as it was before candidate pruning
+    (every class interpolated in every mixed cell): the labels the pruned
+    version must reproduce exactly. (N, C, h, w) → (N, *crop_size)."""
+    import torch.nn.functional as F
+
+    from cgrseg.deploy.labels import _cell_offset, _cell_weights
+    batch, classes, h, w = logits.shape
+    padded = F.pad(logits, (1, 1, 1, 1), mode='replicate')
+    low = padded.argmax(dim=1)
+    top_left = low[:, :-1, :-1]
+    mixed = ((top_left != low[:, :-1, 1:]) | (top_left != low[:, 1:, :-1])
+             | (top_left != low[:, 1:, 1:]))
+    labels = top_left.reshape(-1, 1, 1).expand(-1, factor, factor)
+    cell = mixed.reshape(-1).nonzero().squeeze(1)
+    cells_per_image = (h + 1) * (w + 1)
+    image = cell // cells_per_image
+    within = cell - image * cells_per_image
+    row = within // (w + 1)
+    col = within - row * (w + 1)
+    table = padded.permute(0, 2, 3, 1).reshape(-1, classes)
+    first = image * ((h + 2) * (w + 2)) + row * (w + 2) + col
+    corners = torch.stack([
+        table[first], table[first + 1], table[first + w + 2],
+        table[first + w + 3]
+    ], dim=1)
+    weights = _cell_weights(factor, logits)
+    exact = torch.stack(
+        [(weights[r] @ corners).argmax(dim=-1) for r in range(factor)],
+        dim=1)
+    labels = labels.index_put((cell, ), exact)
+    canvas = labels.reshape(batch, h + 1, w + 1, factor, factor).permute(
+        0, 1, 3, 2, 4).reshape(batch, (h + 1) * factor, (w + 1) * factor)
+    offset = _cell_offset(factor)
+    return canvas.narrow(1, offset, crop_size[0]).narrow(
+        2, offset, crop_size[1])
+
+
+def label_test_logits(kind: str, classes: int, h: int, w: int,
+                      seed: int = 0) -> torch.Tensor:
+    """(2, classes, h, w) logits for label-stage tests: ``random`` (noise:
+    a class boundary in every cell, many candidates), ``smooth`` (smooth
+    fields with region boundaries, as a trained model predicts: few
+    candidates, mostly two) or ``integer`` (values 0-3: exact ties between
+    classes at all four corners, which must go to the lower class)."""
+    import torch.nn.functional as F
+    gen = torch.Generator().manual_seed(seed)
+    if kind == 'random':
+        return torch.randn(2, classes, h, w, generator=gen)
+    if kind == 'integer':
+        return torch.randint(0, 4, (2, classes, h, w), generator=gen).float()
+    coarse = 4 * torch.randn(2, classes, h // 6 + 2, w // 6 + 2,
+                             generator=gen)
+    return F.interpolate(coarse, size=(h, w), mode='bicubic')

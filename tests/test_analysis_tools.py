@@ -35,15 +35,20 @@ def test_benchmark_prints_rates_and_memory():
 def test_benchmark_compares_runtimes_in_separate_processes():
     proc = run(python('tools/analysis_tools/benchmark.py', DEMO_CONFIG,
                       '--backend', 'pytorch', 'deploy', 'onnxruntime',
-                      '--output', 'labels', '--shape', '96', '96',
-                      '--runs', '1', '--warmup', '0', '--threads', '1',
-                      '--rounds', '2'))
+                      'onnxruntime-dynamic', '--output', 'labels',
+                      '--shape', '96', '96', '--runs', '1', '--warmup',
+                      '0', '--threads', '1', '--rounds', '2'))
     rows = re.findall(r'infer fp32 (\S+) labels: median [\d.]+s .* -> '
                       r'[\d.]+ img/s(, [\d.]+x pytorch)?, peak memory',
                       proc.stdout)
     assert [backend for backend, _ in rows] == [
-        'pytorch', 'deploy', 'onnxruntime'], proc.stdout
-    assert [bool(ratio) for _, ratio in rows] == [False, True, True]
+        'pytorch', 'deploy', 'onnxruntime', 'onnxruntime-dynamic'
+    ], proc.stdout
+    assert [bool(ratio) for _, ratio in rows] == [False, True, True, True]
+    # The fixed-size file beside one that takes any size.
+    assert 'onnxruntime labels: ONNX input batchx3x96x96' in proc.stdout
+    assert re.search(r'onnxruntime-dynamic labels: ONNX input '
+                     r'batchx3x[a-z]\w*x[a-z]\w*\n', proc.stdout), proc.stdout
     assert 'rounds=2' in proc.stdout
 
 

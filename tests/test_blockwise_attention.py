@@ -1,5 +1,5 @@
 """The EfficientFormerV2 attentions computed a block of query rows at a time
-(projects/cgrseg/models/backbones/chunked_attention.py) against the dense
+(projects/cgrseg/models/backbones/blockwise_attention.py) against the dense
 computation of the original model, kept here as the reference: full
 (B, heads, Nq, Nk) scores plus ``F.interpolate(bias, mode='bicubic')``.
 
@@ -11,9 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cgrseg.models.backbones import chunked_attention, efficientformer_v2
-from cgrseg.models.backbones.chunked_attention import (_scan_blocks,
-                                                       cubic_taps)
+from cgrseg.models.backbones import blockwise_attention
+from cgrseg.models.backbones.bicubic_taps import cubic_taps
 from cgrseg.models.backbones.efficientformer_v2 import (Attention4D,
                                                         Attention4DDownsample)
 from reference import rule_weights
@@ -99,7 +98,7 @@ CASES = {
     # (not a multiple of 32): 19x27 tokens, rows resized by 513/256
     'attention4d_stride2_37x53': (lambda: attention4d(2), dense_attention4d,
                                   (2, 16, 37, 53)),
-    # queries 20x31 over keys 40x62: 620 rows in 4 blocks of 155, their
+    # queries 20x31 over keys 40x62: 620 rows in 4 blocks of 175, their
     # bias in the padding of q and k (v is 24 wider)
     'downsample_40x62': (downsample, dense_downsample, (1, 16, 40, 62)),
     # odd grid, batch 2: queries 19x27 over 37x53 keys
@@ -113,7 +112,7 @@ CASES = {
 @pytest.fixture
 def small_blocks(monkeypatch):
     """~128 scores per head and key per block: many blocks, a ragged last."""
-    monkeypatch.setattr(chunked_attention, 'BLOCK_ELEMENTS', 1 << 17)
+    monkeypatch.setattr(blockwise_attention, 'BLOCK_ELEMENTS', 1 << 17)
 
 
 def test_cubic_taps_are_those_of_interpolate():
@@ -151,16 +150,35 @@ def test_traced_blocks_match_dense_attention(case, small_blocks,
     block, row taps in the scan), run eagerly."""
     build, dense, shape = CASES[case]
     module = build()
-    monkeypatch.setattr(
-        efficientformer_v2, 'attention_in_blocks',
-        lambda q, k, v, bias, attend, block_rows=None: _scan_blocks(
-            q, k, v, bias, attend))
-    monkeypatch.setattr(chunked_attention, 'TRACED_BLOCK_ROWS', 96)
+    monkeypatch.setattr(blockwise_attention, 'has_symbolic_size',
+                        lambda *sizes: True)
+    monkeypatch.setattr(blockwise_attention, 'TRACED_BLOCK_ROWS', 96)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = dense(module, x)
         actual = module(x)
     assert rel_err(actual, expected) < TOL
+
+
+@pytest.mark.e2e  # Dynamo traces 4 blocks: ~1 min on the loaded 2 cores
+def test_compiled_with_dynamic_shapes_matches_dense_attention(monkeypatch):
+    """``torch.compile(dynamic=True)``: Dynamo hands the model plain ints,
+    so the Python loop of blocks runs (specialised to the size), not the
+    scan of symbolic sizes (the table in blockwise_attention.py). The
+    'eager' backend: which path runs is Dynamo's decision, and Inductor's
+    C++ compile would cost minutes here."""
+    build, dense, shape = CASES['downsample_37x53']  # fused SDPA, 4 blocks
+    module = build()
+    scans = []
+    scan_blocks = blockwise_attention._scan_blocks
+    monkeypatch.setattr(blockwise_attention, '_scan_blocks',
+                        lambda *args: scans.append(1) or scan_blocks(*args))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = dense(module, x)
+        actual = torch.compile(module, dynamic=True, backend='eager')(x)
+    assert rel_err(actual, expected) < TOL
+    assert not scans
 
 
 def test_gradients_match_dense_attention(small_blocks):

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from e2e import DEMO_CONFIG, REPO, documented, python, run
+from reference import label_test_logits, upsample_argmax_all_classes
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cgrseg.apis import init_segmentor
@@ -66,6 +67,41 @@ def test_adaptive_pool_exports_to_onnx_for_every_size(tmp_path):
                                              (w - 1) // 4 + 1))
         got = torch.from_numpy(session.run(None, {'x': x.numpy()})[0])
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+class LabelStage(torch.nn.Module):
+    """Low-resolution logits → labels, upsampled 8x and cropped."""
+
+    def forward(self, logits):
+        h, w = logits.shape[-2:]
+        return upsample_argmax(logits, 8, (8 * h - 5, 8 * w - 3))
+
+
+@pytest.mark.e2e
+def test_pruned_label_stage_exports_to_onnx_for_every_size(tmp_path):
+    """The candidate pruning (data-dependent sizes) in ONNX Runtime: the
+    labels of interpolating every class, for sizes other than the traced
+    one, with a boundary in every cell and along smooth regions."""
+    from cgrseg.deploy.onnx_export import onnx_session
+    dims = {0: torch.export.Dim('n', min=1, max=8),
+            2: torch.export.Dim('h', min=4, max=512),
+            3: torch.export.Dim('w', min=4, max=512)}
+    path = str(tmp_path / 'labels.onnx')
+    torch.onnx.export(
+        LabelStage(), (label_test_logits('smooth', 150, 16, 16), ),
+        path,
+        dynamo=True,
+        input_names=['x'],
+        dynamic_shapes=(dims, ),
+        verbose=False)
+    session = onnx_session(path)
+    for kind, (h, w) in [('random', (24, 40)), ('smooth', (31, 17)),
+                         ('integer', (8, 9))]:
+        logits = label_test_logits(kind, 150, h, w)
+        expected = upsample_argmax_all_classes(logits, 8,
+                                               (8 * h - 5, 8 * w - 3))
+        got = session.run(None, {'x': logits.numpy()})[0]
+        np.testing.assert_array_equal(got, expected.numpy())
 
 
 class Network(torch.nn.Module):
@@ -167,6 +203,22 @@ def test_upsample_argmax_equals_full_resize_then_argmax(factor, smooth):
     got = upsample_argmax(logits, factor, crop_size)
     assert got.dtype == torch.int64
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize('kind, factor', [('random', 8), ('smooth', 8),
+                                          ('integer', 8), ('random', 3),
+                                          ('smooth', 3)])
+def test_upsample_argmax_prunes_classes_without_changing_a_label(
+        kind, factor):
+    """Identical labels to interpolating every class (ADE20K's 150): on
+    noise, on smooth fields with boundaries, and with exact ties (factor
+    8: the weights are multiples of 1/16, so integer logits interpolate
+    exactly and a tie is a tie; with factor 3's thirds rounding decides
+    exact ties, differently in any two summation orders)."""
+    logits = label_test_logits(kind, 150, 24, 40)
+    crop_size = (24 * factor - 5, 40 * factor - 2)
+    expected = upsample_argmax_all_classes(logits, factor, crop_size)
+    assert torch.equal(upsample_argmax(logits, factor, crop_size), expected)
 
 
 @pytest.mark.parametrize('labels_of', [resize_argmax, upsample_argmax])

@@ -1,4 +1,4 @@
-"""ONNX files of the blockwise attentions (chunked_attention.py): ONNX
+"""ONNX files of the blockwise attentions (blockwise_attention.py): ONNX
 Runtime against eager PyTorch for fixed-size and dynamic-size files, with
 blocks so small that every attention splits into several (the last one
 ragged), and the dynamic labels-only export of a padded config."""
@@ -11,7 +11,7 @@ from cgrseg.apis import init_segmentor
 from cgrseg.deploy import DeploySegmentor
 from cgrseg.deploy.onnx_export import (compare_with_pytorch, export_onnx,
                                        onnx_session)
-from cgrseg.models.backbones import chunked_attention
+from cgrseg.models.backbones import blockwise_attention
 
 EXPORT = 'tools/deployment/pytorch2onnx.py'
 # Not multiples of 32 (padding inside the graph); all resize the biases of
@@ -29,8 +29,8 @@ def demo_segmentor():
 @pytest.fixture
 def small_blocks(monkeypatch):
     """A few query rows per block: 8 to 30 blocks per attention."""
-    monkeypatch.setattr(chunked_attention, 'BLOCK_ELEMENTS', 1 << 13)
-    monkeypatch.setattr(chunked_attention, 'TRACED_BLOCK_ROWS', 5)
+    monkeypatch.setattr(blockwise_attention, 'BLOCK_ELEMENTS', 1 << 13)
+    monkeypatch.setattr(blockwise_attention, 'TRACED_BLOCK_ROWS', 5)
 
 
 @pytest.mark.e2e

@@ -17,9 +17,11 @@ Modes:
     and padding inside; labels without full-resolution logits);
   - ``compile``: ``torch.compile(DeploySegmentor, fullgraph=True)`` at the
     fixed size (compiled during the warm-up);
-  - ``onnxruntime``: the DeploySegmentor exported to ONNX (in its own
-    process first) and run by ONNX Runtime on CPU, in a process that does
-    not use PyTorch;
+  - ``onnxruntime``: the DeploySegmentor exported to ONNX at the fixed
+    size (in its own process first) and run by ONNX Runtime on CPU, in a
+    process that does not use PyTorch;
+  - ``onnxruntime-dynamic``: the same, exported with ``--dynamic-shape``
+    (any input size), as the README and the own-data guide export it;
   - ``onnxruntime-int8``: the same file quantized to int8 by ONNX Runtime
     (static, calibrated on ``--calib-dir`` images, by default on random
     ones: the speed does not depend on the calibration).
@@ -47,7 +49,8 @@ docs/porting.md). The same variable works for any command.
 
     python tools/analysis_tools/benchmark.py CONFIG [CONFIG ...]
         [--mode infer train]
-        [--backend pytorch deploy compile onnxruntime onnxruntime-int8]
+        [--backend pytorch deploy compile onnxruntime onnxruntime-dynamic
+                   onnxruntime-int8]
         [--output logits labels] [--precision fp32 bf16] [--shape 512 512]
         [--batch 1] [--threads 2] [--runs 10] [--warmup 3] [--rounds 1]
         [--calib-dir DIR] [--device cpu] [--keep-heap]
@@ -70,8 +73,8 @@ AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 KEEP_HEAP_TUNABLES = ('glibc.malloc.mmap_threshold=33554432:'
                       'glibc.malloc.trim_threshold=4294967296')
 INFER_BACKENDS = ('pytorch', 'deploy', 'compile', 'onnxruntime',
-                  'onnxruntime-int8')
-ONNX_BACKENDS = ('onnxruntime', 'onnxruntime-int8')
+                  'onnxruntime-dynamic', 'onnxruntime-int8')
+ONNX_BACKENDS = ('onnxruntime', 'onnxruntime-dynamic', 'onnxruntime-int8')
 TRAIN_BACKENDS = ('pytorch', 'compile')
 
 
@@ -211,13 +214,23 @@ def export_for_onnxruntime(case: Case, args, path: str, queue) -> None:
     """Runs in its own process: PyTorch never shares one with ONNX
     Runtime here, so neither disturbs the other's thread pool."""
     from cgrseg.deploy.onnx_export import export_onnx
-    export_onnx(deploy_model(case, args), path, tuple(args.shape))
+    export_onnx(deploy_model(case, args), path, tuple(args.shape),
+                dynamic_shape=case.backend == 'onnxruntime-dynamic')
     if case.backend == 'onnxruntime-int8':
         from cgrseg.deploy.quantize import quantize_int8
         calib_dir = args.calib_dir or write_random_images(
             osp.dirname(path), args.shape)
         quantize_int8(path, path, calib_dir, tuple(args.shape))
     queue.put(path)
+
+
+def onnx_input_shape(path: str) -> str:
+    """The file's input dimensions, e.g. ``batchx3x512x512``, or with
+    symbolic height and width for a dynamic-shape file."""
+    import onnx
+    dims = onnx.load(path, load_external_data=False).graph.input[0].type \
+        .tensor_type.shape.dim
+    return 'x'.join(d.dim_param or str(d.dim_value) for d in dims)
 
 
 def write_random_images(folder: str, shape, count: int = 4) -> str:
@@ -282,6 +295,7 @@ STEP_BUILDERS: Dict[tuple, Callable] = {
     ('infer', 'compile'):
     lambda case, args: deploy_infer_step(case, args, compile_model=True),
     ('infer', 'onnxruntime'): onnxruntime_infer_step,
+    ('infer', 'onnxruntime-dynamic'): onnxruntime_infer_step,
     ('infer', 'onnxruntime-int8'): onnxruntime_infer_step,
     ('train', 'pytorch'): train_step,
     ('train', 'compile'): train_step,
@@ -322,6 +336,8 @@ def main() -> None:
             args.onnx_files[case] = run_in_fresh_process(
                 export_for_onnxruntime, case, args,
                 osp.join(tmp, f'{i}.onnx'))
+            print(f'{case.label()}: ONNX input '
+                  f'{onnx_input_shape(args.onnx_files[case])}')
         times: Dict[Case, List[float]] = {case: [] for case in todo}
         memory: Dict[Case, tuple] = {}
         for _ in range(args.rounds):

@@ -26,9 +26,9 @@ from mmseg.utils import ConfigType, OptConfigType
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..utils.tracing import has_symbolic_size
-from .chunked_attention import (BiasBlock, ResizedBias, attention_in_blocks,
-                                biased_scores, biased_sdpa, cubic_taps,
-                                resize_along, sdpa_block_rows)
+from .bicubic_taps import cubic_taps, resize_along
+from .blockwise_attention import (BiasBlock, ResizedBias, attention_in_blocks,
+                                  biased_scores, sdpa_in_blocks)
 from .efficientformer_v2_arch import ARCH_SETTINGS, relative_offset_index
 from .efficientformer_v2_weights import load_pretrained_backbone
 
@@ -204,7 +204,7 @@ class Attention4D(AttentionBiasMixin, nn.Module):
         v_local = self.v_local(v)
         v = v.flatten(2).reshape(B, self.num_heads, -1, n).transpose(2, 3)
 
-        out = attention_in_blocks(q.transpose(2, 3), k, v,
+        out = attention_in_blocks(q.transpose(2, 3), k.transpose(2, 3), v,
                                   self.attention_bias(n, n), self._attend)
         out = out.transpose(2, 3).reshape(B, self.dh, h, w) + v_local
         if self.stride_conv is not None:
@@ -218,7 +218,7 @@ class Attention4D(AttentionBiasMixin, nn.Module):
         The talking heads sit between scores and softmax, so this is spelled
         out rather than ``scaled_dot_product_attention``.
 
-        Shapes: q (B, h, r, d), k (B, h, d, N), v (B, h, N, dv) →
+        Shapes: q (B, h, r, d), k (B, h, N, d), v (B, h, N, dv) →
         (B, h, r, dv).
         """
         attn = biased_scores(q, k, self.scale, bias)
@@ -301,28 +301,10 @@ class Attention4DDownsample(AttentionBiasMixin, nn.Module):
         v_local = self.v_local(v)
         v = v.flatten(2).reshape(B, self.num_heads, -1, H * W).transpose(2, 3)
 
-        bias = self.attention_bias(h * w, H * W)
-        block_rows = None
-        if not torch.compiler.is_exporting():
-            # scaled_dot_product_attention's fused kernel (biased_sdpa)
-            # wants unit-stride rows of v.
-            v = v.contiguous()
-            if bias.row_taps is not None:
-                block_rows = sdpa_block_rows(h * w, bias.columns.shape[1],
-                                             q.shape[-1], v.shape[-1])
-        out = attention_in_blocks(q, k.transpose(2, 3), v, bias,
-                                  self._attend, block_rows)
+        out = sdpa_in_blocks(q, k.transpose(2, 3), v,
+                             self.attention_bias(h * w, H * W), self.scale)
         out = out.transpose(2, 3).reshape(B, self.dh, h, w) + v_local
         return self.proj(out)
-
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                bias: BiasBlock) -> torch.Tensor:
-        """Rows of softmax(q·k·scale + bias)·v, fused by PyTorch.
-
-        Shapes: q (B, h, r, d), k (B, h, N, d), v (B, h, N, dv) →
-        (B, h, r, dv).
-        """
-        return biased_sdpa(q, k, v, self.scale, bias)
 
 
 class Mlp(nn.Module):

@@ -70,6 +70,8 @@ def _describe_original_release(state_dict: Dict[str, torch.Tensor]) -> str:
 
 BACKBONE_FORMATS['efficientformerv2-imagenet'] = BackboneFormat(
     _is_original_release, _describe_original_release)
+
+
 def _is_timm(state_dict: Dict[str, torch.Tensor]) -> bool:
     # The first conv of timm's EfficientFormerV2 stem, a ConvNorm
     # (``.conv``/``.bn``). Other timm models have stem.* and stages.* too
