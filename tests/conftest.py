@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -9,8 +10,6 @@ import torch
 from e2e import DEMO_CONFIG, documented, run
 from filelock import FileLock
 from reference import rule_weights
-
-from cgrseg.engine.library_notices import LIBRARY_WARNINGS
 
 # Warnings of the libraries that the tests cannot avoid and a user cannot act
 # on, beside the ones the tools drop (LIBRARY_WARNINGS): the ADE20K-style
@@ -28,9 +27,19 @@ TEST_LIBRARY_WARNINGS = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for notice in LIBRARY_WARNINGS + TEST_LIBRARY_WARNINGS:
-        config.addinivalue_line('filterwarnings',
-                                f'ignore:{re.escape(notice)}')
+    # cgrseg is imported here, not at the top: importing it raises some of
+    # these, and filters added to the configuration apply from the next
+    # test on, so each is also set for the rest of this configuration step.
+    for notice in TEST_LIBRARY_WARNINGS:
+        _ignore(config, notice)
+    from cgrseg.engine.library_notices import LIBRARY_WARNINGS
+    for notice in LIBRARY_WARNINGS:
+        _ignore(config, notice)
+
+
+def _ignore(config: pytest.Config, notice: str) -> None:
+    warnings.filterwarnings('ignore', message=re.escape(notice))
+    config.addinivalue_line('filterwarnings', f'ignore:{re.escape(notice)}')
 
 
 def _threads() -> int:
