@@ -64,8 +64,12 @@ def quantize_int8(model_path: str,
     try:
         with tempfile.TemporaryDirectory() as tmp:
             prepared = os.path.join(tmp, 'prepared.onnx')
+            # ONNX Runtime's symbolic shape inference stops at the label
+            # stage's data-dependent cell selection (NonZero over the mixed
+            # cells: "object of type 'NoneType' has no len()"); ONNX's own
+            # shape inference and the graph optimisation still run.
             quantization.shape_inference.quant_pre_process(
-                model_path, prepared)
+                model_path, prepared, skip_symbolic_shape=True)
             quantization.quantize_static(
                 prepared,
                 out_path,
