@@ -79,3 +79,9 @@ def test_table_pairs_the_seeds(study, tmp_path):
             in row), table
     assert row.endswith('| 1.500 | 1.50 |'), table
     assert '| 68.00 ± 2.00 | - |' in table.splitlines()[2], table
+
+
+def test_equal_time_counts_the_one_time_cost(study):
+    # 300 steps of 1.1 s and 66 s once, in steps of 1.0 s
+    assert study.equal_time_iters(300, 1.1, 1.0) == 330
+    assert study.equal_time_iters(300, 1.1, 1.0, one_time_s=66.0) == 396

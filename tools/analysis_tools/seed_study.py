@@ -14,8 +14,11 @@ the median training time per iteration and its ratio to the baseline's.
 as long as ARM took: ``round(iters * t_arm / t_baseline)`` iterations (the
 ratio of the median seconds per iteration measured in this study), with
 the baseline's schedule stretched to that length (its PolyLR ends at the
-new last iteration; the warm-up is kept). The ratio is only as fair as the
-conditions the runs shared: keep the machine free of other work.
+new last iteration; the warm-up is kept). ``--one-time ARM SECONDS`` counts
+a cost ARM pays once before training (computing stored teacher targets)
+in its time: ``round((iters * t_arm + SECONDS) / t_baseline)``. The ratio
+is only as fair as the conditions the runs shared: keep the machine free
+of other work.
 
     python tools/analysis_tools/seed_study.py --out work_dirs/study \\
         --seeds 0 1 2 3 4 --split val --baseline student \\
@@ -64,6 +67,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--equal-time', nargs='+', default=[], metavar='ARM',
         help='also train the baseline for as long as each ARM took')
+    parser.add_argument(
+        '--one-time', nargs=2, action='append', default=[],
+        metavar=('ARM', 'SECONDS'),
+        help='seconds ARM spends once before training, counted in its '
+        'time for --equal-time (e.g. computing stored teacher targets)')
     parser.add_argument('--jobs', type=int, default=2)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--keep-checkpoints', action='store_true')
@@ -73,9 +81,14 @@ def parse_args() -> argparse.Namespace:
             parser.error(f'--arm {" ".join(arm)}: give a name and a config')
     names = [arm[0] for arm in args.arm]
     args.baseline = args.baseline or names[0]
-    for name in [args.baseline, *args.equal_time]:
+    for name in [args.baseline, *args.equal_time,
+                 *(arm for arm, _ in args.one_time)]:
         if name not in names:
             parser.error(f'{name!r} is not one of the arms {names}')
+    try:
+        args.one_time = {arm: float(s) for arm, s in args.one_time}
+    except ValueError:
+        parser.error('--one-time ARM SECONDS: SECONDS must be a number')
     return args
 
 
@@ -144,6 +157,13 @@ def stretched_options(config: str, old: int, iters: int) -> List[str]:
         if scheduler.get('end') == old:
             options.append(f'param_scheduler.{i}.end={iters}')
     return options
+
+
+def equal_time_iters(iters: int, arm_s_per_iter: float,
+                     base_s_per_iter: float, one_time_s: float = 0.0) -> int:
+    """Baseline iterations that take as long as ``iters`` iterations of an
+    arm plus its one-time cost."""
+    return round((iters * arm_s_per_iter + one_time_s) / base_s_per_iter)
 
 
 def run_all(runs: List[Run], args: argparse.Namespace) -> None:
@@ -245,9 +265,9 @@ def main() -> None:
         }
         if not all(times.values()):
             continue
-        ratio = (statistics.median(times[target]) /
-                 statistics.median(times[args.baseline]))
-        iters = round(base_iters * ratio)
+        iters = equal_time_iters(base_iters, statistics.median(times[target]),
+                                 statistics.median(times[args.baseline]),
+                                 args.one_time.get(target, 0.0))
         name = f'{args.baseline}@time({target})'
         names.append(name)
         stretched = [*options, *stretched_options(config, base_iters, iters)]
