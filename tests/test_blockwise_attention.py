@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from cgrseg.models.backbones import blockwise_attention
-from cgrseg.models.backbones.bicubic_taps import cubic_taps
+from cgrseg.models.backbones import bicubic_taps
+from cgrseg.models.backbones.bicubic_taps import cubic_taps, cubic_taps_shared
 from cgrseg.models.backbones.efficientformer_v2 import (Attention4D,
                                                         Attention4DDownsample)
 from reference import rule_weights
@@ -129,6 +130,48 @@ def test_cubic_taps_are_those_of_interpolate():
             accumulate=True)
         assert (actual - expected).abs().max() <= 2.5e-7, (in_size,
                                                           out_size)
+
+
+def test_backbone_computes_each_resize_once(monkeypatch):
+    """One forward computes the taps of each distinct (in, out) resize once,
+    whichever attention asks, and each later forward anew: the demo
+    backbone's attentions at 96x160 resize their rows and keys 2 ways
+    (16 -> 15 tokens at stride 32, the downsample's keys 64 -> 60)."""
+    from cgrseg.apis import init_segmentor
+    from e2e import DEMO_CONFIG
+    backbone = init_segmentor(DEMO_CONFIG).backbone
+    computed = []
+    compute = bicubic_taps.compute_cubic_taps
+
+    def counting(in_size, out_size, device=None):
+        computed.append((in_size, out_size))
+        return compute(in_size, out_size, device)
+
+    monkeypatch.setattr(bicubic_taps, 'compute_cubic_taps', counting)
+    attentions = [m for m in backbone.modules() if hasattr(m, '_resize_bias')]
+    x = torch.randn(1, 3, 96, 160)
+    backbone(x)  # with autograd: no per-module cache
+    assert len(attentions) == 5  # 10 resizes asked for
+    assert sorted(computed) == [(16, 15), (64, 60)]
+    backbone(x)
+    assert len(computed) == 4
+
+
+def test_symbolic_sizes_share_one_resize():
+    """Traced for any size, two attentions whose token counts are the same
+    expression get one set of taps (one ``arange`` in the graph)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def two_attentions(x):
+        with cubic_taps_shared():
+            rows = [cubic_taps(16, x.shape[0] * x.shape[1]) for _ in '12']
+            other = cubic_taps(16, x.shape[0])
+        return rows[0][1] + rows[1][1], other[1]
+
+    graph = make_fx(two_attentions, tracing_mode='symbolic')(
+        torch.zeros(5, 7)).graph
+    aranges = [n for n in graph.nodes if 'arange' in str(n.target)]
+    assert len(aranges) == 2
 
 
 @pytest.mark.parametrize('case', list(CASES))

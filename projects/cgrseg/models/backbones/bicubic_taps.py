@@ -7,10 +7,20 @@ Each output i reads the 4 source entries ``floor(src_i) + TAP_OFFSETS``
 (clamped to the border), where src_i = (i + 0.5)·in/out - 0.5. The rows a
 block of outputs reads (:func:`tap_span`) and their number
 (:func:`max_span_rows`) follow from that alone.
+
+Inside :func:`cubic_taps_shared` (the backbone's forward) each resize is
+computed once and shared by every attention that needs it: a graph traced
+for any input size would otherwise repeat the same few dozen operations on
+symbolic sizes in each attention, and symbolic arithmetic is what such an
+export spends its time on (the demo model's dynamic export took 30 % less
+time with the taps shared; docs/porting.md Q22).
 """
-from typing import Tuple
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, List, Optional, Tuple
 
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 # The bicubic convolution constant of PyTorch's (and OpenCV's) resize.
 CUBIC_A = -0.75
@@ -23,6 +33,22 @@ SPAN_BEFORE = -TAP_OFFSETS[0] + ROUNDING_MARGIN  # 2
 SPAN_AFTER = TAP_OFFSETS[-1] + ROUNDING_MARGIN  # 3
 
 CubicTaps = Tuple[torch.Tensor, torch.Tensor]
+
+# (in_size, out_size, device, taps) computed in the current
+# cubic_taps_shared() block; None outside one.
+_SHARED: ContextVar[Optional[List[tuple]]] = ContextVar(
+    'shared_cubic_taps', default=None)
+
+
+@contextmanager
+def cubic_taps_shared() -> Iterator[None]:
+    """Within the block, :func:`cubic_taps` returns the same taps for the
+    same sizes and device (sizes compared symbolically when traced)."""
+    token = _SHARED.set([])
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
 
 
 def _fma(a: torch.Tensor, b, c) -> torch.Tensor:
@@ -50,6 +76,23 @@ def _cubic_far(x: torch.Tensor) -> torch.Tensor:
 
 
 def cubic_taps(in_size: int, out_size, device=None) -> CubicTaps:
+    """:func:`compute_cubic_taps`, computed once per sizes and device inside
+    :func:`cubic_taps_shared`."""
+    shared = _SHARED.get()
+    if shared is None:
+        return compute_cubic_taps(in_size, out_size, device)
+    for known_in, known_out, known_device, taps in shared:
+        # statically_known_true: equal for every input size, without
+        # adding a guard to a traced graph (plain ints simply compare)
+        if (known_in == in_size and known_device == device
+                and statically_known_true(known_out == out_size)):
+            return taps
+    taps = compute_cubic_taps(in_size, out_size, device)
+    shared.append((in_size, out_size, device, taps))
+    return taps
+
+
+def compute_cubic_taps(in_size: int, out_size, device=None) -> CubicTaps:
     """Source indices and weights of ``F.interpolate(mode='bicubic',
     align_corners=False)`` along one axis resized from ``in_size`` to
     ``out_size`` (an int or a symbolic size).

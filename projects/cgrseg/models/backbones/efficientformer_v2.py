@@ -26,7 +26,7 @@ from mmseg.utils import ConfigType, OptConfigType
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..utils.tracing import has_symbolic_size
-from .bicubic_taps import cubic_taps, resize_along
+from .bicubic_taps import cubic_taps, cubic_taps_shared, resize_along
 from .blockwise_attention import (BiasBlock, ResizedBias, attention_in_blocks,
                                   biased_scores, sdpa_in_blocks)
 from .efficientformer_v2_arch import ARCH_SETTINGS, relative_offset_index
@@ -519,6 +519,13 @@ class EfficientFormerV2(BaseModule):
                 f'EfficientFormerV2 expects a (B, 3, H, W) image batch, got '
                 f'shape {tuple(x.shape)}. Pass RGB images through the '
                 f'data preprocessor (SegDataPreProcessor) first.')
+        if torch.compiler.is_dynamo_compiling():
+            # Dynamo dedupes the attentions' identical taps itself
+            return self._forward_stages(x)
+        with cubic_taps_shared():
+            return self._forward_stages(x)
+
+    def _forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.patch_embed(x)
         outs = []
         for stage in range(4):
