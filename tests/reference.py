@@ -167,6 +167,14 @@ def upsample_argmax_all_classes(logits: torch.Tensor, factor: int,
         2, offset, crop_size[1])
 
 
+def trained_demo_logits() -> torch.Tensor:
+    """(2, 5, 48, 64) float32 logits of a CGRSeg-L trained on the demo data
+    (tests/data/make_trained_logits.py): the regions and margins a trained
+    model predicts."""
+    path = Path(__file__).parent / 'data' / 'trained_demo_logits.pt'
+    return torch.load(path).float()
+
+
 def label_test_logits(kind: str, classes: int, h: int, w: int,
                       seed: int = 0) -> torch.Tensor:
     """(2, classes, h, w) logits for label-stage tests: ``random`` (noise:

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from e2e import DEMO_CONFIG, REPO, documented, python, run
-from reference import label_test_logits, upsample_argmax_all_classes
+from reference import (label_test_logits, trained_demo_logits,
+                       upsample_argmax_all_classes)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cgrseg.apis import init_segmentor
@@ -207,16 +208,20 @@ def test_upsample_argmax_equals_full_resize_then_argmax(factor, smooth):
 
 @pytest.mark.parametrize('kind, factor', [('random', 8), ('smooth', 8),
                                           ('integer', 8), ('random', 3),
-                                          ('smooth', 3)])
+                                          ('smooth', 3), ('trained', 8),
+                                          ('trained', 3)])
 def test_upsample_argmax_prunes_classes_without_changing_a_label(
         kind, factor):
     """Identical labels to interpolating every class (ADE20K's 150): on
-    noise, on smooth fields with boundaries, and with exact ties (factor
+    noise, on smooth fields with boundaries, with exact ties (factor
     8: the weights are multiples of 1/16, so integer logits interpolate
     exactly and a tie is a tie; with factor 3's thirds rounding decides
-    exact ties, differently in any two summation orders)."""
-    logits = label_test_logits(kind, 150, 24, 40)
-    crop_size = (24 * factor - 5, 40 * factor - 2)
+    exact ties, differently in any two summation orders), and on the
+    logits of a model trained on the demo data (its 5 classes)."""
+    logits = (trained_demo_logits() if kind == 'trained' else
+              label_test_logits(kind, 150, 24, 40))
+    h, w = logits.shape[-2:]
+    crop_size = (h * factor - 5, w * factor - 2)
     expected = upsample_argmax_all_classes(logits, factor, crop_size)
     assert torch.equal(upsample_argmax(logits, factor, crop_size), expected)
 
