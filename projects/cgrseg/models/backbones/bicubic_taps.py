@@ -77,7 +77,10 @@ def _cubic_far(x: torch.Tensor) -> torch.Tensor:
 
 def cubic_taps(in_size: int, out_size, device=None) -> CubicTaps:
     """:func:`compute_cubic_taps`, computed once per sizes and device inside
-    :func:`cubic_taps_shared`."""
+    :func:`cubic_taps_shared` (Dynamo cannot read a ContextVar, and
+    dedupes the graph itself)."""
+    if torch.compiler.is_dynamo_compiling():
+        return compute_cubic_taps(in_size, out_size, device)
     shared = _SHARED.get()
     if shared is None:
         return compute_cubic_taps(in_size, out_size, device)

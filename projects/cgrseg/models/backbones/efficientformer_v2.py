@@ -520,7 +520,7 @@ class EfficientFormerV2(BaseModule):
                 f'shape {tuple(x.shape)}. Pass RGB images through the '
                 f'data preprocessor (SegDataPreProcessor) first.')
         if torch.compiler.is_dynamo_compiling():
-            # Dynamo dedupes the attentions' identical taps itself
+            # no ContextVar under Dynamo, which dedupes the graph itself
             return self._forward_stages(x)
         with cubic_taps_shared():
             return self._forward_stages(x)
