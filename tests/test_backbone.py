@@ -210,6 +210,44 @@ def test_inference_bias_cache_follows_every_weight_change():
     assert bias.columns.requires_grad  # with autograd: computed, not cached
 
 
+def test_inference_on_an_accelerator_never_reads_the_table_back():
+    """Comparing the table's values (the CPU cache's key) would make each
+    attention wait for the device. On 'meta' (an accelerator stand-in
+    whose tensors hold no values: a read-back fails) an eval forward runs,
+    twice, with the taps cached per size."""
+    model = make_backbone(arch='s1').eval().to('meta')
+    x = torch.empty(1, 3, 160, 224, device='meta')
+    with torch.no_grad():
+        for _ in range(2):
+            outs = model(x)
+    assert outs[-1].shape == (1, 224, 5, 7)
+    assert all(m._bias_cache is None for m in model.modules()
+               if hasattr(m, '_bias_cache'))
+
+
+def test_accelerator_path_gives_the_cached_numbers(monkeypatch):
+    """The bias resized at every call (the accelerator path, forced on the
+    CPU) equals the CPU's cached one bit for bit, and follows a weight
+    swap through ``.data``."""
+    from cgrseg.models.backbones import efficientformer_v2
+    model = make_backbone(arch='s1').eval()
+    torch.manual_seed(2)
+    for name, p in model.named_parameters():
+        if name.endswith('attention_biases_seg'):
+            p.data.normal_()
+    x = torch.randn(1, 3, 160, 224)
+    with torch.no_grad():
+        cached = model(x)
+        monkeypatch.setattr(efficientformer_v2, 'reads_back_cheaply',
+                            lambda device: False)
+        assert all(map(torch.equal, model(x), cached))
+        for name, p in model.named_parameters():
+            if name.endswith('attention_biases_seg'):
+                p.data.copy_(p.data * 2)
+        swapped = model(x)
+    assert not torch.equal(swapped[-1], cached[-1])
+
+
 def test_weights_swapped_in_through_data_take_effect():
     """MMEngine's EMAHook swaps the averaged weights in for validation with
     ``p.data.copy_()``, which changes neither the storage nor the version

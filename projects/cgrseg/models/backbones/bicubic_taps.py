@@ -17,6 +17,7 @@ time with the taps shared; docs/porting.md Q22).
 """
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Iterator, List, Optional, Tuple
 
 import torch
@@ -93,6 +94,15 @@ def cubic_taps(in_size: int, out_size, device=None) -> CubicTaps:
     taps = compute_cubic_taps(in_size, out_size, device)
     shared.append((in_size, out_size, device, taps))
     return taps
+
+
+@lru_cache(maxsize=64)
+def cached_cubic_taps(in_size: int, out_size: int,
+                      device: torch.device) -> CubicTaps:
+    """:func:`compute_cubic_taps` kept per (sizes, device) for the life of
+    the process (plain int sizes only; never for autograd or tracing: the
+    tensors are shared by every caller)."""
+    return compute_cubic_taps(in_size, out_size, device)
 
 
 def compute_cubic_taps(in_size: int, out_size, device=None) -> CubicTaps:

@@ -12,7 +12,7 @@ comments name behaviour kept or fixed for those checkpoints, see
 docs/porting.md.
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,7 +26,8 @@ from mmseg.utils import ConfigType, OptConfigType
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..utils.tracing import has_symbolic_size
-from .bicubic_taps import cubic_taps, cubic_taps_shared, resize_along
+from .bicubic_taps import (CubicTaps, cached_cubic_taps, cubic_taps,
+                           cubic_taps_shared, resize_along)
 from .blockwise_attention import (BiasBlock, ResizedBias, attention_in_blocks,
                                   biased_scores, sdpa_in_blocks)
 from .efficientformer_v2_arch import ARCH_SETTINGS, relative_offset_index
@@ -46,6 +47,12 @@ def conv_bn(in_dim: int,
         build_norm_layer(norm_cfg, out_dim)[1])
 
 
+def reads_back_cheaply(device: torch.device) -> bool:
+    """Whether comparing a tensor's values on ``device`` costs no wait for
+    the device (the CPU's)."""
+    return device.type == 'cpu'
+
+
 class AttentionBiasMixin:
     """Learned relative-position bias, resized to the actual token counts.
 
@@ -54,10 +61,14 @@ class AttentionBiasMixin:
     the input is not at the native ``resolution`` (docs/porting.md Q3), as a
     :class:`ResizedBias` that computes blocks of rows on demand (the full
     (heads, Nq, Nk) bias is never built, docs/porting.md Q22). Without
-    autograd its per-size parts are cached, keyed on the table's values,
-    device and dtype, so any change of the weights (loading, an optimizer
-    step, ``.to()``, a write through ``.data`` as MMEngine's ``EMAHook``
-    does) is seen by the next forward.
+    autograd its per-size parts are cached. On the CPU the cache is keyed
+    on the table's values, device and dtype, so any change of the weights
+    (loading, an optimizer step, ``.to()``, a write through ``.data`` as
+    MMEngine's ``EMAHook`` does) is seen by the next forward. On an
+    accelerator comparing values would wait for the device (a host sync
+    per attention and call): there only the taps, which depend on the
+    sizes alone, are cached, and the small table is resized again at each
+    call (microseconds there; the same numbers).
     """
 
     attention_biases_seg: nn.Parameter
@@ -79,7 +90,11 @@ class AttentionBiasMixin:
         self.register_buffer('attention_bias_idxs_seg', index)
         self._bias_cache: Optional[tuple] = None
 
-    def _resize_bias(self, num_queries: int, num_keys: int) -> ResizedBias:
+    def _resize_bias(self,
+                     num_queries: int,
+                     num_keys: int,
+                     taps_of: Callable[..., CubicTaps] = cubic_taps
+                     ) -> ResizedBias:
         table = self.attention_biases_seg[:, self.attention_bias_idxs_seg]
         table_queries, table_keys = table.shape[-2:]
         # A graph traced with symbolic sizes must keep the resize for every
@@ -87,10 +102,10 @@ class AttentionBiasMixin:
         symbolic = has_symbolic_size(num_queries, num_keys)
         if symbolic or num_keys != table_keys:
             table = resize_along(
-                table, cubic_taps(table_keys, num_keys, table.device), -1)
+                table, taps_of(table_keys, num_keys, table.device), -1)
         row_taps = None
         if symbolic or num_queries != table_queries:
-            row_taps = cubic_taps(table_queries, num_queries, table.device)
+            row_taps = taps_of(table_queries, num_queries, table.device)
         return ResizedBias(table, row_taps)
 
     def attention_bias(self, num_queries: int,
@@ -99,12 +114,15 @@ class AttentionBiasMixin:
         # in the graph: a cache keyed on storage pointers cannot be traced.
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._resize_bias(num_queries, num_keys)
+        table = self.attention_biases_seg.detach()
+        if not reads_back_cheaply(table.device):
+            return self._resize_bias(num_queries, num_keys,
+                                     cached_cubic_taps)
         # Keyed on the table's values (a few thousand numbers), not on its
         # storage and version counter: a write through ``.data`` (MMEngine's
         # EMAHook swaps the averaged weights in that way) changes neither.
         # The index buffer is constant; loading it bumps its version
         # (Tensor._version, autograd's in-place counter: no public API).
-        table = self.attention_biases_seg.detach()
         index = self.attention_bias_idxs_seg
         key = (index.data_ptr(), index._version, num_queries, num_keys)
         cache = self._bias_cache
