@@ -18,8 +18,8 @@ Modes:
   - ``compile``: ``torch.compile(DeploySegmentor, fullgraph=True)`` at the
     fixed size (compiled during the warm-up);
   - ``onnxruntime``: the DeploySegmentor exported to ONNX at the fixed
-    size (in its own process first) and run by ONNX Runtime on CPU, in a
-    process that does not use PyTorch;
+    size (in its own process first; the export's time is printed) and run
+    by ONNX Runtime on CPU, in a process that does not use PyTorch;
   - ``onnxruntime-dynamic``: the same, exported with ``--dynamic-shape``
     (any input size), as the README and the own-data guide export it;
   - ``onnxruntime-int8``: the same file quantized to int8 by ONNX Runtime
@@ -61,6 +61,7 @@ import os
 import os.path as osp
 import statistics
 import tempfile
+import time
 from contextlib import nullcontext
 from typing import Callable, Dict, List, NamedTuple
 
@@ -333,11 +334,13 @@ def main() -> None:
         args.onnx_files = {}
         for i, case in enumerate(c for c in todo
                                  if c.backend in ONNX_BACKENDS):
+            started = time.perf_counter()
             args.onnx_files[case] = run_in_fresh_process(
                 export_for_onnxruntime, case, args,
                 osp.join(tmp, f'{i}.onnx'))
             print(f'{case.label()}: ONNX input '
-                  f'{onnx_input_shape(args.onnx_files[case])}')
+                  f'{onnx_input_shape(args.onnx_files[case])}, exported in '
+                  f'{time.perf_counter() - started:.0f} s (a fresh process)')
         times: Dict[Case, List[float]] = {case: [] for case in todo}
         memory: Dict[Case, tuple] = {}
         for _ in range(args.rounds):
