@@ -221,6 +221,51 @@ def test_tool_stores_prints_sizes_and_resumes(stored, capsys):
     assert '1 to compute' in out and '96 images' in out
 
 
+@pytest.mark.e2e  # two processes over the 96 demo images
+def test_ranks_split_the_images_and_store_what_one_process_stores(
+        stored, capsys):
+    """``torchrun`` with 2 CPU ranks (gloo): each rank takes every second
+    image, and together they write the files one process writes."""
+    import subprocess
+    compute(stored.options, capsys)  # the one-process targets (or resumed)
+    out = stored.tmp / 'targets_2_ranks'
+    options = dict(stored.options,
+                   **{'model.teacher.stored_targets.dir': str(out)})
+    port = 29500 + (os.getpid() + 300) % 1000
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         f'--master_port={port}', 'tools/compute_teacher_targets.py',
+         STORED_DEMO, '--launcher', 'pytorch', '--device', 'cpu', '--batch',
+         '16', '--cfg-options'] + [f'{k}={v}' for k, v in options.items()],
+        cwd=str(REPO), capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for rank in (0, 1):
+        assert f'[rank {rank}/2] 96 training images, 48 to compute' in \
+            proc.stdout, proc.stdout
+    assert re.search(r'96 images, [\d.]+ MiB in all', proc.stdout)
+    files = sorted(f for f in os.listdir(stored.targets)
+                   if f.endswith(TARGETS_SUFFIX))
+    assert len(files) == 96
+    assert sorted(f for f in os.listdir(out)
+                  if f.endswith(TARGETS_SUFFIX)) == files
+    for name in files:  # other batches: float rounding, fp16 storage
+        one, two = (np.load(osp.join(d, name))
+                    for d in (stored.targets, str(out)))
+        dense = [
+            decode_topk(*(torch.from_numpy(r[f].astype(np.float32))
+                          for f in ('values', 'indices', 'rest')), 5)
+            for r in (one, two)
+        ]
+        torch.testing.assert_close(*dense, rtol=2e-3, atol=2e-3,
+                                   msg=name)
+        assert np.array_equal(one['to_map'], two['to_map']), name
+    with open(osp.join(out, 'fingerprint.json')) as f:
+        two_ranks = json.load(f)
+    with open(osp.join(stored.targets, 'fingerprint.json')) as f:
+        assert json.load(f) == two_ranks
+
+
 def live_and_stored(stored):
     cfg = recipe(stored.options)
     live = copy.deepcopy(cfg.model)

@@ -128,7 +128,11 @@ def main() -> None:
     if not stored:
         raise SystemExit(f'{args.config}: model.teacher.stored_targets is '
                          f'not set; use a stored-targets recipe.')
-    if args.launcher != 'none':
+    if args.launcher == 'pytorch' and not args.device.startswith('cuda'):
+        # CPU ranks: gloo, started here as tools/train.py does (MMEngine's
+        # launcher calls torch.cuda.set_device, and NCCL needs CUDA)
+        torch.distributed.init_process_group(backend='gloo')
+    elif args.launcher != 'none':
         init_dist(args.launcher)
     rank, world = get_dist_info()
     out = args.out or stored.dir
