@@ -225,16 +225,22 @@ def test_inference_on_an_accelerator_never_reads_the_table_back():
                if hasattr(m, '_bias_cache'))
 
 
+def randomise_bias_tables(model: torch.nn.Module, seed: int) -> None:
+    """Normal random attention-bias tables (zero when built), in place
+    through ``.data``."""
+    torch.manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith('attention_biases_seg'):
+            p.data.normal_()
+
+
 def test_accelerator_path_gives_the_cached_numbers(monkeypatch):
     """The bias resized at every call (the accelerator path, forced on the
     CPU) equals the CPU's cached one bit for bit, and follows a weight
     swap through ``.data``."""
     from cgrseg.models.backbones import efficientformer_v2
     model = make_backbone(arch='s1').eval()
-    torch.manual_seed(2)
-    for name, p in model.named_parameters():
-        if name.endswith('attention_biases_seg'):
-            p.data.normal_()
+    randomise_bias_tables(model, seed=2)
     x = torch.randn(1, 3, 160, 224)
     with torch.no_grad():
         cached = model(x)
@@ -253,10 +259,7 @@ def test_weights_swapped_in_through_data_take_effect():
     ``p.data.copy_()``, which changes neither the storage nor the version
     counter: the no-grad bias cache must follow it (issue 25)."""
     model, fresh = make_backbone(arch='s1').eval(), make_backbone(arch='s1')
-    torch.manual_seed(1)
-    for name, p in fresh.named_parameters():
-        if name.endswith('attention_biases_seg'):
-            p.data.normal_()
+    randomise_bias_tables(fresh, seed=1)
     x = torch.randn(1, 3, 160, 224)
     with torch.no_grad():
         model(x)  # fills the cache

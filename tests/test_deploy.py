@@ -49,18 +49,20 @@ class Pool(torch.nn.Module):
                                        (x.shape[-1] - 1) // 4 + 1))
 
 
+def export_with_input_x(module: torch.nn.Module, example: torch.Tensor,
+                        dims: dict, path: str) -> None:
+    """``module`` to ONNX with one input ``x`` whose ``dims`` are free."""
+    torch.onnx.export(module, (example, ), path, dynamo=True,
+                      input_names=['x'], dynamic_shapes=(dims, ),
+                      verbose=False)
+
+
 @pytest.mark.e2e
 def test_adaptive_pool_exports_to_onnx_for_every_size(tmp_path):
     from cgrseg.deploy.onnx_export import onnx_session
     dims = {2: torch.export.Dim('h', min=5), 3: torch.export.Dim('w', min=5)}
     path = str(tmp_path / 'pool.onnx')
-    torch.onnx.export(
-        Pool(), (torch.randn(2, 3, 16, 16), ),
-        path,
-        dynamo=True,
-        input_names=['x'],
-        dynamic_shapes=(dims, ),
-        verbose=False)
+    export_with_input_x(Pool(), torch.randn(2, 3, 16, 16), dims, path)
     session = onnx_session(path)
     for h, w in [(16, 16), (17, 23), (9, 40)]:
         x = torch.randn(2, 3, h, w)
@@ -88,13 +90,8 @@ def test_pruned_label_stage_exports_to_onnx_for_every_size(tmp_path):
             2: torch.export.Dim('h', min=4, max=512),
             3: torch.export.Dim('w', min=4, max=512)}
     path = str(tmp_path / 'labels.onnx')
-    torch.onnx.export(
-        LabelStage(), (label_test_logits('smooth', 150, 16, 16), ),
-        path,
-        dynamo=True,
-        input_names=['x'],
-        dynamic_shapes=(dims, ),
-        verbose=False)
+    export_with_input_x(LabelStage(), label_test_logits('smooth', 150, 16, 16),
+                        dims, path)
     session = onnx_session(path)
     for kind, (h, w) in [('random', (24, 40)), ('smooth', (31, 17)),
                          ('integer', (8, 9))]:

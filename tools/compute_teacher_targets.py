@@ -33,6 +33,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 
 from cgrseg.engine.library_notices import library_warnings_ignored
+from cgrseg.engine.tool_setup import init_gloo_process_group
 from cgrseg.models.segmentors.distill_layers import LOGITS, layer_outputs
 from cgrseg.models.segmentors.stored_targets import (FINGERPRINT,
                                                      FORMAT_VERSION,
@@ -129,9 +130,7 @@ def main() -> None:
         raise SystemExit(f'{args.config}: model.teacher.stored_targets is '
                          f'not set; use a stored-targets recipe.')
     if args.launcher == 'pytorch' and not args.device.startswith('cuda'):
-        # CPU ranks: gloo, started here as tools/train.py does (MMEngine's
-        # launcher calls torch.cuda.set_device, and NCCL needs CUDA)
-        torch.distributed.init_process_group(backend='gloo')
+        init_gloo_process_group()  # as tools/train.py does on CPUs
     elif args.launcher != 'none':
         init_dist(args.launcher)
     rank, world = get_dist_info()

@@ -205,11 +205,18 @@ def configure_sync_bn(cfg: Config) -> None:
                   logger='current')
 
 
+def init_gloo_process_group() -> None:
+    """Start torchrun's process group with gloo for ranks on CPUs: MMEngine's
+    launcher calls ``torch.cuda.set_device``, which a CPU build of torch
+    lacks, and NCCL needs CUDA. A group already started is kept."""
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
+
+
 def init_cpu_distributed(cfg: Config) -> None:
     """Without CUDA, start torchrun's process group with gloo ourselves
-    (MMEngine's launcher calls ``torch.cuda.set_device``, which a CPU build
-    of torch lacks; the Runner then finds the group initialised) and wrap
-    the model in DDP without device ids."""
+    (:func:`init_gloo_process_group`; the Runner then finds the group
+    initialised) and wrap the model in DDP without device ids."""
     if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
         return
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = \
@@ -218,8 +225,7 @@ def init_cpu_distributed(cfg: Config) -> None:
         'model_wrapper_cfg',
         dict(type='MMDistributedDataParallel', device_ids=None,
              broadcast_buffers=False))
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend='gloo')
+    init_gloo_process_group()
 
 
 def check_resume_checkpoint(work_dir: str,
