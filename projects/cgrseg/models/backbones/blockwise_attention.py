@@ -39,8 +39,7 @@ import torch.nn.functional as F
 from torch._higher_order_ops.scan import scan
 
 from ..utils.tracing import has_symbolic_size
-from .bicubic_taps import (CubicTaps, max_span_rows, resize_along,
-                           tap_span)
+from .bicubic_taps import CubicTaps, max_span_rows, tap_span
 
 # Scores per block and image (heads × rows × keys): 16 MiB in float32. At
 # 1024×2048 (CGRSeg-T, 2 threads, the 2-vCPU machine of docs/deployment.md)
@@ -223,27 +222,44 @@ def sdpa_in_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def _scan_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  bias: ResizedBias, attend: BlockAttention) -> torch.Tensor:
-    """:func:`attention_in_blocks` for symbolic sizes: queries and their
-    row taps (always there: a symbolic size is always resized) padded to
+    """:func:`attention_in_blocks` for symbolic sizes: queries padded to
     whole blocks of ``TRACED_BLOCK_ROWS`` and scanned, the padding rows
-    dropped."""
+    dropped. Each block gets its band of table rows as the unrolled blocks
+    do (:meth:`ResizedBias.block`), one slice of a length that bounds every
+    block's span (:func:`~.bicubic_taps.max_span_rows`), so a step runs one
+    gather and the scores' matmul instead of resizing its rows tap by tap.
+    The row weights of every block are computed before the scan."""
     batch, heads, num_queries, dim = q.shape
     rows = TRACED_BLOCK_ROWS
     blocks = (num_queries + rows - 1) // rows
     padding = blocks * rows - num_queries
-    index, weight = bias.row_taps
-    index = F.pad(index, (0, 0, 0, padding)).view(blocks, rows, -1)
-    weight = F.pad(weight, (0, 0, 0, padding)).view(blocks, rows, -1)
+    table_rows = bias.columns.shape[1]
+    band_rows = torch.sym_min(table_rows,
+                              max_span_rows(rows, table_rows, num_queries))
+    # Padding rows get taps on row 0 with weight 0: zero weight rows.
+    index, weight = (F.pad(taps, (0, 0, 0, padding)).view(blocks, rows, -1)
+                     for taps in bias.row_taps)
+    # A block's taps are ascending from its first row's first one; a band
+    # that would run past the table ends at its last row instead.
+    first = index[:, 0, 0].clamp(max=table_rows - band_rows)
+    band_index = first[:, None] + torch.arange(band_rows, device=q.device)
+    on_tap = (index - first[:, None, None])[..., None] == torch.arange(
+        band_rows, device=q.device)
+    band_weights = (on_tap * weight[..., None]).sum(2).to(q.dtype)
     q_blocks = F.pad(q, (0, 0, 0, padding)).view(
         batch, heads, blocks, rows, dim).permute(2, 0, 1, 3, 4)
     columns = bias.columns
 
     def step(carry, block):
-        q_rows, row_index, row_weight = block
-        out = attend(q_rows, k, v,
-                     resize_along(columns, (row_index, row_weight), 1))
-        return carry.clone(), out  # scan forbids returning an input
+        q_rows, rows_band, rows_weights = block
+        # The block's bias rows (heads, rows, Nk) as one small matmul: the
+        # scores' own matmul then keeps k as it is, which lets ONNX Runtime
+        # fuse k's transpose into it (a Scan step cannot reuse a transpose
+        # made outside it).
+        rows_bias = rows_weights @ columns.index_select(1, rows_band)
+        return carry.clone(), attend(q_rows, k, v, rows_bias)
 
-    _, out = scan(step, q.new_zeros(()), (q_blocks, index, weight))
+    _, out = scan(step, q.new_zeros(()),
+                  (q_blocks, band_index, band_weights))
     out = out.permute(1, 2, 0, 3, 4).reshape(batch, heads, blocks * rows, -1)
     return out.narrow(2, 0, num_queries)
