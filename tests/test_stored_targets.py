@@ -23,8 +23,9 @@ from mmseg.utils import register_all_modules
 from cgrseg.datasets.transforms import RecordedRandomCrop
 from cgrseg.models.segmentors.stored_targets import (TARGETS_SUFFIX,
                                                      StoredTargetsError,
-                                                     decode_topk,
-                                                     encode_topk,
+                                                     TargetView, decode_topk,
+                                                     encode_topk, load_views,
+                                                     nearest_view,
                                                      warp_to_sample)
 from cgrseg.models.segmentors.teacher import build_teacher_model
 from e2e import DEMO_CONFIG, REPO
@@ -138,6 +139,42 @@ def test_replay_at_the_teachers_stride():
         assert (warped - pooled).abs().max() < 0.05
 
 
+def test_flipped_view_replays_exactly_when_its_cells_overrun_the_image():
+    """A view of the flipped image (width 18 at stride 4: 5 cells, the last
+    one running 2 pixels past the edge), flipped back and stored with its
+    origin, replays exactly as the teacher's map of a flipped sample (the
+    same image flipped, padded to 20). Without the origin it would be off
+    by half a cell."""
+    flipped_map = torch.randn(3, 4, 5, generator=torch.Generator()
+                              .manual_seed(0))
+    to_map = (0.25, 0.25)
+    origin = (0.0, 5 - 18 * 0.25)
+    meta = dict(img_shape=(16, 18), flip=True, flip_direction='horizontal')
+    warped, valid = warp_to_sample(flipped_map.flip(-1), to_map, meta,
+                                   (4, 5), (16, 20), origin)
+    assert valid[:, :4].all() and not valid[:, 4].any()
+    torch.testing.assert_close(warped, flipped_map, rtol=0, atol=0)
+
+
+def test_a_sample_replays_the_nearest_view_flipped_as_it_is():
+    nothing = np.zeros(0)
+    views = [TargetView(nothing, nothing, nothing, (1., 1.), (0., 0.),
+                        (s, s), f)
+             for s in (0.75, 1.0, 1.5) for f in (False, True)]
+
+    def chosen(**meta):
+        view = nearest_view(views, meta)
+        return view.scale[0], view.flip
+
+    assert chosen(scale_factor=(1.3, 1.3), flip=True) == (1.5, True)
+    assert chosen(scale_factor=(0.88, 0.88), flip=False) == (1.0, False)
+    assert chosen(scale_factor=(0.8, 0.8), flip=True,
+                  flip_direction='vertical') == (0.75, False)
+    assert chosen() == (1.0, False)
+    unflipped = [view for view in views if not view.flip]
+    assert nearest_view(unflipped, dict(flip=True)).scale[0] == 1.0
+
+
 def test_topk_format_keeps_top_classes_and_rest_mass():
     logits = torch.randn(7, 5, 6) * 3
     arrays = encode_topk(logits, 3)
@@ -195,6 +232,10 @@ def stored(tmp_path_factory):
         'model.teacher.checkpoint': random_teacher(tmp / 't.pth', 1),
         'model.teacher.stored_targets.dir': str(tmp / 'targets'),
         'model.teacher.stored_targets.topk': 5,
+        # one view per image here (the recipe stores 8; views are tested
+        # on 2 images below)
+        'model.teacher.stored_targets.scales': (1.0, ),
+        'model.teacher.stored_targets.flip': False,
         'train_dataloader.dataset.data_root': data_root,
     }
     return SimpleNamespace(tmp=tmp, data_root=data_root, options=options,
@@ -212,7 +253,8 @@ def test_tool_stores_prints_sizes_and_resumes(stored, capsys):
     out = compute(stored.options, capsys)
     assert '96 to compute' in out
     assert re.search(r'96 images, [\d.]+ MiB in all, [\d.]+ KiB per image '
-                     r'\(top-5 of 5 classes, fp16, stride 8\)', out), out
+                     r'\(top-5 of 5 classes, fp16, stride 8, 1 view\(s\)\)',
+                     out), out
     with open(osp.join(stored.targets, 'fingerprint.json')) as f:
         info = json.load(f)
     assert len(info['images']) == 96 and info['stride'] == 8
@@ -250,16 +292,11 @@ def test_ranks_split_the_images_and_store_what_one_process_stores(
     assert sorted(f for f in os.listdir(out)
                   if f.endswith(TARGETS_SUFFIX)) == files
     for name in files:  # other batches: float rounding, fp16 storage
-        one, two = (np.load(osp.join(d, name))
-                    for d in (stored.targets, str(out)))
-        dense = [
-            decode_topk(*(torch.from_numpy(r[f].astype(np.float32))
-                          for f in ('values', 'indices', 'rest')), 5)
-            for r in (one, two)
-        ]
-        torch.testing.assert_close(*dense, rtol=2e-3, atol=2e-3,
-                                   msg=name)
-        assert np.array_equal(one['to_map'], two['to_map']), name
+        (one, ), (two, ) = (load_views(osp.join(d, name))
+                            for d in (stored.targets, str(out)))
+        torch.testing.assert_close(one.logits(5), two.logits(5), rtol=2e-3,
+                                   atol=2e-3, msg=name)
+        assert one[3:] == two[3:], name
     with open(osp.join(out, 'fingerprint.json')) as f:
         two_ranks = json.load(f)
     with open(osp.join(stored.targets, 'fingerprint.json')) as f:
@@ -306,6 +343,52 @@ def test_stored_targets_give_the_live_teachers_loss(stored, capsys):
                                expected['decode.loss_ce'])
 
 
+@pytest.mark.e2e  # the tool over 2 images, 4 views each
+def test_views_replay_the_live_teacher_on_flipped_and_resized_images(
+        stored, capsys):
+    """scales=(1.0, 1.5), flip=True: 4 views per image. A sample flipped at
+    scale 1 and one resized by 1.5 (no crop) replay the view the teacher
+    computed of exactly that image, so their distillation loss is the live
+    teacher's, to fp16."""
+    options = dict(stored.options, **{
+        'model.teacher.stored_targets.dir': str(stored.tmp / 'views'),
+        'model.teacher.stored_targets.scales': (1.0, 1.5),
+        'model.teacher.stored_targets.flip': True,
+        'train_dataloader.dataset.indices': 2,
+    })
+    out = compute(options, capsys)
+    assert '2 to compute (4 view(s) each: scales [1.0, 1.5], flipped too)' \
+        in out, out
+    cfg, live_cfg = live_and_stored(SimpleNamespace(options=options))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    torch.manual_seed(0)
+    live = MODELS.build(live_cfg).eval()
+    img_dir = model._targets.info['img_dir']
+    views = load_views(osp.join(stored.tmp, 'views', '0000.png.npy'))
+    assert [(v.scale[0], v.flip, v.rest.shape) for v in views
+            ] == [(1.0, False, (16, 16)), (1.0, True, (16, 16)),
+                  (1.5, False, (24, 24)), (1.5, True, (24, 24))]
+    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    dataset_cfg.data_root = stored.data_root
+    for geometry in (dict(type='RandomFlip', prob=1.0),
+                     dict(type='Resize', scale_factor=1.5, keep_ratio=True)):
+        dataset_cfg.pipeline = [
+            dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+            geometry, dict(type='PackSegInputs')]
+        sample = DATASETS.build(dataset_cfg)[1]
+        assert sample['data_samples'].img_path.startswith(img_dir)
+        data = model.data_preprocessor(
+            dict(inputs=[sample['inputs']],
+                 data_samples=[sample['data_samples']]), True)
+        with torch.no_grad():
+            got = model.loss(data['inputs'], data['data_samples'])
+            expected = live.loss(data['inputs'], data['data_samples'])
+        torch.testing.assert_close(got['distill.loss_kl'],
+                                   expected['distill.loss_kl'], rtol=2e-3,
+                                   atol=1e-6, msg=geometry['type'])
+
+
 def build_error(cfg: Config) -> str:
     with pytest.raises((StoredTargetsError, ValueError)) as err:
         MODELS.build(cfg.model)
@@ -327,6 +410,10 @@ def test_errors_name_the_misfit(stored, capsys):
     cfg.model.teacher.stored_targets.topk = 3
     assert 'stored with topk=5, the config asks for topk=3' in \
         build_error(cfg)
+    cfg = recipe(stored.options)
+    cfg.model.teacher.stored_targets.flip = True
+    assert ("stored with views {'scales': [1.0], 'flip': False}, the config "
+            "asks for {'scales': [1.0], 'flip': True}") in build_error(cfg)
     cfg = recipe(stored.options)
     cfg.model.distill_losses[0].teacher = 'backbone.out.3'
     assert "hold the teacher's logits only" in build_error(cfg)
@@ -385,7 +472,8 @@ def test_stored_recipes_replay_the_live_recipes_augmentation(path):
     cfg = Config.fromfile(str(path))
     live = Config.fromfile(str(path).replace('_stored-targets', ''))
     assert 'stored_targets' not in live.model.teacher
-    assert set(cfg.model.teacher.stored_targets) == {'dir', 'topk'}
+    assert set(cfg.model.teacher.stored_targets) <= {
+        'dir', 'topk', 'scales', 'flip'}
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert 'RandomCrop' not in [step['type'] for step in pipeline]
     assert 'crop_bbox' in pipeline[-1]['meta_keys']

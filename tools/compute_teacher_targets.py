@@ -7,14 +7,15 @@ its logits for replay (``model.teacher.stored_targets``).
         tools/compute_teacher_targets.py CONFIG --launcher pytorch
 
 CONFIG is a ``DistillEncoderDecoder`` config with
-``model.teacher.stored_targets=dict(dir=DIR, topk=K)``: the teacher
-(``model.teacher.config`` and ``checkpoint``) sees every image of
-``train_dataloader.dataset`` through the *teacher config's* test pipeline
-(its test scale, no augmentation); its logits (at their own stride) are
-kept as the top ``K`` classes and values per pixel in fp16 (see
-:mod:`cgrseg.models.segmentors.stored_targets`), one file per image under
-DIR, next to ``fingerprint.json`` (teacher weights hash, image list,
-storage settings). Images whose file exists are skipped, so an interrupted
+``model.teacher.stored_targets=dict(dir=DIR, topk=K[, scales=(S, ...),
+flip=BOOL])``: the teacher (``model.teacher.config`` and ``checkpoint``)
+sees every image of ``train_dataloader.dataset`` through the *teacher
+config's* test pipeline (its test scale, no augmentation), resized by each
+of ``scales`` (default ``(1.0,)``) and, with ``flip=True``, flipped too;
+its logits (at their own stride) are kept as the top ``K`` classes and
+values per pixel in fp16 (see :mod:`cgrseg.models.segmentors.stored_targets`),
+all views of an image in one file under DIR, next to ``fingerprint.json``
+(teacher weights hash, image list, storage settings). Images whose file exists are skipped, so an interrupted
 run resumes; with several ranks each takes every world-size-th image.
 """
 import argparse
@@ -64,19 +65,50 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def teacher_dataset(cfg: Config, teacher_cfg: Config):
-    """The student's training images through the teacher's test
-    pipeline."""
+def teacher_dataset(cfg: Config, teacher_cfg: Config, scale: float = 1.0,
+                    flip: bool = False):
+    """The student's training images through the teacher's test pipeline,
+    its resize scaled by ``scale`` (a resize is added where it has none)
+    and the image flipped horizontally with ``flip``."""
     dataset = cfg.train_dataloader.dataset.copy()
     if dataset.get('type') in ('RepeatDataset', 'ConcatDataset'):
         raise SystemExit('train_dataloader.dataset: wrapped data sets '
                          '(RepeatDataset, ConcatDataset) are not supported; '
                          'give the plain data set.')
-    dataset.pipeline = [
-        step for step in teacher_cfg.test_dataloader.dataset.pipeline
+    pipeline = [
+        dict(step) for step in teacher_cfg.test_dataloader.dataset.pipeline
         if step['type'] != 'LoadAnnotations'
     ]
+    resizes = [step for step in pipeline if step['type'] == 'Resize']
+    if scale != 1.0:
+        for step in resizes:
+            if step.get('scale') is not None:
+                # as RandomResize scales its target size by its ratio
+                step['scale'] = tuple(int(x * scale)
+                                      for x in to_pair(step['scale']))
+            else:
+                step['scale_factor'] = tuple(
+                    x * scale for x in to_pair(step['scale_factor']))
+        if not resizes:
+            pipeline.insert(1, dict(type='Resize', scale_factor=scale,
+                                    keep_ratio=True))
+    if flip:
+        pipeline.insert(-1, dict(type='RandomFlip', prob=1.0,
+                                 direction='horizontal'))
+    dataset.pipeline = pipeline
     return DATASETS.build(dataset)
+
+
+def to_pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,
+                                                                 value)
+
+
+def views_of(stored: dict) -> list:
+    """The (scale, flip) views the recipe asks for."""
+    scales = [float(x) for x in stored.get('scales', (1.0, ))]
+    flips = (False, True) if stored.get('flip', False) else (False, )
+    return [(scale, flip) for scale in scales for flip in flips]
 
 
 def fingerprint(cfg: Config, dataset, digest: str, stride: int,
@@ -96,6 +128,9 @@ def fingerprint(cfg: Config, dataset, digest: str, stride: int,
         images=images,
         images_sha256=list_hash(images),
         topk=teacher.stored_targets.topk,
+        scales=[float(x) for x in teacher.stored_targets.get('scales',
+                                                             (1.0, ))],
+        flip=bool(teacher.stored_targets.get('flip', False)),
         num_classes=num_classes,
         stride=stride,
         dtype='float16')
@@ -109,7 +144,8 @@ def check_resume(path: str, info: dict) -> None:
     with open(path) as f:
         old = json.load(f)
     for key in ('format_version', 'teacher_weights_sha256', 'img_dir',
-                'images_sha256', 'topk', 'num_classes', 'stride'):
+                'images_sha256', 'topk', 'scales', 'flip', 'num_classes',
+                'stride'):
         if old.get(key) != info[key]:
             raise SystemExit(
                 f'{path}: the directory holds targets with another {key} '
@@ -141,7 +177,10 @@ def main() -> None:
              checkpoint=cfg.model.teacher.checkpoint)).to(args.device)
     digest = weights_hash(
         state_dict_of(read_checkpoint(cfg.model.teacher.checkpoint)))
-    dataset = teacher_dataset(cfg, teacher_cfg)
+    views = views_of(stored)
+    datasets = [teacher_dataset(cfg, teacher_cfg, scale, flip)
+                for scale, flip in views]
+    dataset = datasets[0]
     num_classes = teacher.decode_head.out_channels
 
     todo = [
@@ -149,12 +188,16 @@ def main() -> None:
         if not osp.isfile(target_path(out, dataset, i))
     ]
     print(f'[rank {rank}/{world}] {len(dataset)} training images, '
-          f'{len(todo)} to compute, into {out}', flush=True)
+          f'{len(todo)} to compute ({len(views)} view(s) each: scales '
+          f'{list(stored.get("scales", (1.0, )))}'
+          f'{", flipped too" if stored.get("flip") else ""}), into {out}',
+          flush=True)
     done, total_bytes, stride, started = 0, 0, None, time.perf_counter()
-    groups = defaultdict(list)  # same-size images are batched together
+    checked = False  # the fingerprint written, or an old one checked
 
-    def run(batch: list) -> None:
-        nonlocal done, total_bytes, stride
+    def encode(batch: list) -> list:
+        """Each sample's view: its top-k arrays and where they lie."""
+        nonlocal stride, checked
         data = teacher.data_preprocessor(
             dict(inputs=[s['inputs'] for s in batch],
                  data_samples=[s['data_samples'] for s in batch]), False)
@@ -162,39 +205,55 @@ def main() -> None:
         with torch.no_grad():
             logits = layer_outputs(teacher, inputs, run_head=True)[1][LOGITS]
         stride = round(inputs.shape[-2] / logits.shape[-2])
-        if done == 0 and rank == 0:
+        if rank == 0 and not checked:
             write_fingerprint(out, fingerprint(cfg, dataset, digest, stride,
                                                num_classes))
+            checked = True
+        encoded = []
         for sample, logit in zip(data['data_samples'], logits):
             meta = sample.metainfo
             w_scale, h_scale = meta.get('scale_factor', None) or (1., 1.)
-            to_map = (h_scale * logit.shape[-2] / inputs.shape[-2],
-                      w_scale * logit.shape[-1] / inputs.shape[-1])
+            cells_y = logit.shape[-2] / inputs.shape[-2]  # per input pixel
+            cells_x = logit.shape[-1] / inputs.shape[-1]
             # Only the logits over the image, not over the batch padding
             # (bottom/right): the map keeps its top-left origin.
             height, width = meta['img_shape'][:2]
-            logit = logit[:, :math.ceil(height * logit.shape[-2] /
-                                        inputs.shape[-2]),
-                          :math.ceil(width * logit.shape[-1] /
-                                     inputs.shape[-1])]
-            key = image_key(meta['img_path'], dataset.data_prefix['img_path'])
-            total_bytes += save_targets(
-                osp.join(out, key + TARGETS_SUFFIX),
-                encode_topk(logit, stored.topk), to_map)
+            logit = logit[:, :math.ceil(height * cells_y),
+                          :math.ceil(width * cells_x)]
+            origin_x = 0.
+            if meta.get('flip', False):
+                # Flipped back, its cells end at the right image edge, so
+                # a last cell that ran past the flipped image's edge now
+                # starts before the left one.
+                logit = logit.flip(-1)
+                origin_x = logit.shape[-1] - width * cells_x
+            encoded.append(dict(
+                encode_topk(logit, stored.topk),
+                to_map=(h_scale * cells_y, w_scale * cells_x),
+                origin=(0., origin_x), scale=(h_scale, w_scale),
+                flip=bool(meta.get('flip', False))))
+        return encoded
+
+    for chunk_start in range(0, len(todo), args.batch):
+        chunk = todo[chunk_start:chunk_start + args.batch]
+        image_views = {index: [] for index in chunk}
+        for view_dataset in datasets:
+            groups = defaultdict(list)  # same-size images are batched
+            for index in chunk:
+                sample = view_dataset[index]
+                groups[tuple(sample['inputs'].shape)].append((index, sample))
+            for group in groups.values():
+                for (index, _), view in zip(
+                        group, encode([sample for _, sample in group])):
+                    image_views[index].append(view)
+        for index in chunk:
+            total_bytes += save_targets(target_path(out, dataset, index),
+                                        image_views[index])
             done += 1
         rate = done / (time.perf_counter() - started)
         print(f'[rank {rank}] {done}/{len(todo)} images, '
               f'{rate:.1f} images/s, {total_bytes / done / 1024:.1f} KiB '
               f'per image', flush=True)
-
-    for index in todo:
-        sample = dataset[index]
-        key = tuple(sample['inputs'].shape)
-        groups[key].append(sample)
-        if len(groups[key]) == args.batch:
-            run(groups.pop(key))
-    for batch in groups.values():
-        run(batch)
     if done == 0 and rank == 0 and not osp.isfile(osp.join(out,
                                                            FINGERPRINT)):
         raise SystemExit(f'{out}: nothing computed and no fingerprint.')
@@ -209,7 +268,8 @@ def main() -> None:
         print(f'{out}: {len(sizes)} images, {sum(sizes) / 2**20:.2f} MiB '
               f'in all, {sum(sizes) / max(len(sizes), 1) / 1024:.1f} KiB '
               f'per image (top-{stored.topk} of {num_classes} classes, '
-              f'fp16, stride {stride or "as stored"})' +
+              f'fp16, stride {stride or "as stored"}, {len(views)} '
+              f'view(s))' +
               (f'; {missing} still missing: rerun to resume'
                if missing else ''), flush=True)
 

@@ -11,11 +11,16 @@ _base_ = './kd_cgrseg-l-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py'
 model = dict(
     teacher=dict(
         # 3 of the 5 classes per pixel, fp16, at the teacher's stride 8
-        # (16x16 per 128x128 image): 3.0 KiB per file.
+        # (16x16 per 128x128 image at scale 1), for the image and its
+        # mirror at the 4 scales that span the pipeline's resize ratios
+        # (0.75-1.5): a sample replays the nearest view (docs/
+        # distillation.md measures what the views add).
         stored_targets=dict(
             dir='work_dirs/teacher_targets/'
             'cgrseg_efficientformerv2-l_1xb8-adamw-600iter_shapes-128x128',
-            topk=3)),
+            topk=3,
+            scales=(0.75, 1.0, 1.25, 1.5),
+            flip=True)),
     distill_losses=[
         dict(
             type='PixelwiseKLLoss',

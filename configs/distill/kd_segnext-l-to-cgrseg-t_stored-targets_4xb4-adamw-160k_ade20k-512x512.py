@@ -1,20 +1,27 @@
 # SegNeXt-L -> CGRSeg-T on ADE20K with stored teacher targets:
 # the teacher's stride-8 logits are computed once per training
-# image (at its test scale, 2048x512 keeping the ratio) and replayed
+# image (at its test scale, 2048x512 keeping the ratio, times each of
+# scales, and mirrored) and replayed
 # under each sample's resize/crop/flip instead of running the teacher
 # at every step (docs/distillation.md, "Stored teacher targets").
 # Otherwise the live recipe, kd_segnext-l-to-cgrseg-t_4xb4-adamw-160k_ade20k-512x512.py,
 # without its feature-mimic loss (stored targets hold logits only).
-# Disk: top-8 of 150 classes, fp16 (26 bytes per logit pixel), about
-# 5504 pixels for a 512x683 image at stride 8: 2.7 GiB for the 20210
-# training images (docs/distillation.md).
+# Disk: top-8 of 150 classes, fp16 (26 bytes per logit pixel), for
+# the image and its mirror at 5 scales spanning the pipeline's resize
+# ratios (0.5-2.0): about 88256 pixels for a 512x683 image at stride 8,
+# 43 GiB for the 20210 training images; scales=(1.0, ), flip=False
+# stores one view (2.7 GiB) at the cost of a weaker target
+# (docs/distillation.md).
 #   torchrun --nproc_per_node=4 tools/compute_teacher_targets.py configs/distill/kd_segnext-l-to-cgrseg-t_stored-targets_4xb4-adamw-160k_ade20k-512x512.py --launcher pytorch
 #   bash tools/dist_train.sh configs/distill/kd_segnext-l-to-cgrseg-t_stored-targets_4xb4-adamw-160k_ade20k-512x512.py 4
 _base_ = './kd_segnext-l-to-cgrseg-t_4xb4-adamw-160k_ade20k-512x512.py'
 model = dict(
     teacher=dict(
         stored_targets=dict(
-            dir='work_dirs/teacher_targets/segnext-l_ade20k', topk=8)),
+            dir='work_dirs/teacher_targets/segnext-l_ade20k',
+            topk=8,
+            scales=(0.5, 0.75, 1.0, 1.5, 2.0),
+            flip=True)),
     distill_losses=[
         dict(
             type='ChannelWiseDistillationLoss',

@@ -11,11 +11,14 @@ _base_ = './kd_upernet-r18-to-cgrseg-t_1xb8-adamw-300iter_shapes-128x128.py'
 model = dict(
     teacher=dict(
         # 3 of the 5 classes per pixel, fp16, at the teacher's stride 4
-        # (32x32 per 128x128 image).
+        # (32x32 per 128x128 image at scale 1), for the image and its
+        # mirror at the 4 scales that span the pipeline's resize ratios.
         stored_targets=dict(
             dir='work_dirs/teacher_targets/'
             'upernet_r18_1xb8-adamw-1500iter_shapes-128x128',
-            topk=3)),
+            topk=3,
+            scales=(0.75, 1.0, 1.25, 1.5),
+            flip=True)),
     distill_losses=[
         dict(
             type='PixelwiseKLLoss',

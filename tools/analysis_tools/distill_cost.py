@@ -17,7 +17,9 @@ written to a temporary directory: read, decoded and warped at every step as
 in training) and a fourth case, ``kd-live``, is the same config with the
 teacher run live; it then prints ``kd / student`` (what a step with stored
 targets costs) and the one-time cost of computing the targets: the
-teacher's forward per image (at this input size, batched).
+teacher's forward per image (at this input size, batched) times the
+recipe's views (the sum of their scales squared, twice with mirrored ones:
+their pixels over one test-size view's).
 
 It prints the median times, the ratio ``kd / (student + teacher)`` (the
 overhead of the distillation machinery itself), the peak memory of each
@@ -224,18 +226,24 @@ def fake_stored_targets(cfg: Config, args: argparse.Namespace,
             build_teacher_model(cfg.model.teacher.config).eval(),
             torch.zeros(1, 3, *args.shape), True)[1][LOGITS][0]
     stride = round(args.shape[0] / logits.shape[-2])
-    topk = cfg.model.teacher.stored_targets.topk
+    stored = cfg.model.teacher.stored_targets
+    views = [(float(scale), flip) for scale in stored.get('scales', (1.0, ))
+             for flip in ((False, True) if stored.get('flip') else (False, ))]
     images = [f'{i}.png' for i in range(args.batch)]
     for image in images:
-        save_targets(osp.join(directory, image + TARGETS_SUFFIX),
-                     encode_topk(torch.randn_like(logits), topk),
-                     (1 / stride, 1 / stride))
+        save_targets(osp.join(directory, image + TARGETS_SUFFIX), [
+            dict(encode_topk(torch.randn_like(logits), stored.topk),
+                 to_map=(1 / stride, 1 / stride), origin=(0., 0.),
+                 scale=(scale, scale), flip=flip) for scale, flip in views
+        ])
     with open(osp.join(directory, FINGERPRINT), 'w') as f:
         json.dump(dict(format_version=FORMAT_VERSION,
                        teacher_checkpoint=args.teacher_checkpoint,
                        teacher_weights_sha256=checkpoint_hash(
                            args.teacher_checkpoint),
-                       img_dir=directory, images=images, topk=topk,
+                       img_dir=directory, images=images, topk=stored.topk,
+                       scales=[scale for scale, flip in views if not flip],
+                       flip=bool(stored.get('flip', False)),
                        num_classes=logits.shape[0], stride=stride), f)
 
 
@@ -257,11 +265,15 @@ def report(results: dict, memory: str, args: argparse.Namespace) -> None:
               f'= {live / student:.3f}; kd-live / (student + '
               f'teacher) = {live / (student + median["teacher"]):.3f}')
         per_image = median['teacher'] / args.batch
+        # views: the pixels of every stored view over one test-size view
+        stored = args.stored_views
+        views = sum(scale**2 for scale in stored.get('scales', (1.0, ))) * (
+            2 if stored.get('flip') else 1)
         print(f'one-time target computation: teacher forward '
               f'{per_image:.4f}s per image at {args.shape[0]}x'
-              f'{args.shape[1]} (batch {args.batch}) = '
-              f'{per_image / median["student"]:.3f} student steps per '
-              f'training image, once')
+              f'{args.shape[1]} (batch {args.batch}) x {views:.2f} for the '
+              f'stored views = {per_image * views / median["student"]:.3f} '
+              f'student steps per training image, once')
         return
     ratio = median['kd'] / (median['student'] + median['teacher'])
     print(f'kd / (student + teacher) = {ratio:.3f}')
@@ -298,8 +310,12 @@ def main() -> None:
               f'{args.shape[1]} runs={args.runs}x{args.rounds} '
               f'warmup={args.warmup} torch={torch.__version__}\n'
               f'teacher: {teacher}')
-        args.stored_dir = None
-        if probe.model.teacher.get('stored_targets'):
+        args.stored_dir, args.stored_views = None, {}
+        stored = probe.model.teacher.get('stored_targets')
+        if stored:
+            args.stored_views = dict(
+                scales=[float(x) for x in stored.get('scales', (1.0, ))],
+                flip=bool(stored.get('flip', False)))
             args.stored_dir = osp.join(tmp, 'targets')
             os.makedirs(args.stored_dir)
             fake_stored_targets(probe, args, args.stored_dir)

@@ -12,17 +12,26 @@ the teacher. Photometric transforms do not apply to it.
 
 Storage, one ``<image path relative to the image directory>.npy`` per image
 (a structured NumPy scalar: one read, no zip archive to parse) plus
-``fingerprint.json``:
+``fingerprint.json``. The file holds one or more *views* of the image: the
+teacher's logits at its test scale times each of ``scales``, and with
+``flip=True`` also of the horizontally flipped image (flipped back). A
+training sample replays the view nearest to its own resize and flip
+(:func:`nearest_view`): the teacher's logits are not invariant to scale,
+sub-stride shifts and flips, and the nearer view is the nearer target
+(docs/distillation.md measures it). View ``i``'s fields:
 
-- ``values`` (k, h, w) fp16: the k largest logits per pixel, at the
-  teacher's logit stride on its test-scale input;
-- ``indices`` (k, h, w) uint8 (int16 above 256 classes): their classes;
-- ``rest`` (h, w) fp16: the other classes' logit, one value that keeps
+- ``values_i`` (k, h, w) fp16: the k largest logits per pixel, at the
+  teacher's logit stride;
+- ``indices_i`` (k, h, w) uint8 (int16 above 256 classes): their classes;
+- ``rest_i`` (h, w) fp16: the other classes' logit, one value that keeps
   their total probability: ``logsumexp(others) - log(C - k)`` (0 when
   k = C). At temperature 1 the decoded softmax equals the teacher's for the
   top k classes and for the rest's mass;
-- ``to_map`` (2,) float64: (sy, sx) from original image pixel coordinates
-  to stored map coordinates (test-scale resize / logit stride).
+- ``to_map_i`` and ``origin_i`` (2,) float64: original image pixel
+  coordinates (y, x) to map coordinates, ``y·to_map + origin`` (the origin
+  is not 0 for a flipped view whose last cell runs past the image edge);
+- ``scale_i`` (2,) float64: the view's resize (y, x) from the original
+  image; ``flip_i`` () bool: whether it is the flipped image's.
 """
 import hashlib
 import json
@@ -30,13 +39,13 @@ import math
 import os
 import os.path as osp
 import tempfile
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FINGERPRINT = 'fingerprint.json'
 TARGETS_SUFFIX = '.npy'
 COMPUTE = 'python tools/compute_teacher_targets.py CONFIG'
@@ -78,10 +87,38 @@ def decode_topk(values: Tensor, indices: Tensor, rest: Tensor,
     return dense.scatter_(0, indices.long(), values.float())
 
 
-def save_targets(path: str, arrays: Dict[str, np.ndarray],
-                 to_map: Tuple[float, float]) -> int:
-    """Write one image's targets atomically; returns its size in bytes."""
-    arrays = dict(arrays, to_map=np.asarray(to_map, dtype=np.float64))
+class TargetView(NamedTuple):
+    """One stored view of an image, as stored (see the module docstring):
+    the top-k arrays, where the map lies, its resize and flip."""
+    values: np.ndarray
+    indices: np.ndarray
+    rest: np.ndarray
+    to_map: Tuple[float, float]
+    origin: Tuple[float, float]
+    scale: Tuple[float, float]
+    flip: bool
+
+    def logits(self, num_classes: int, device=None) -> Tensor:
+        """The dense float32 logits (C, h, w)."""
+        return decode_topk(*(torch.from_numpy(array).to(device)
+                             for array in (self.values, self.indices,
+                                           self.rest)), num_classes)
+
+
+VIEW_FIELDS = ('values', 'indices', 'rest', 'to_map', 'origin', 'scale',
+               'flip')
+
+
+def save_targets(path: str, views: Sequence[Dict[str, np.ndarray]]) -> int:
+    """Write one image's views atomically; returns the file's size in
+    bytes. Each view: the arrays of :func:`encode_topk` plus ``to_map``,
+    ``origin``, ``scale`` (pairs) and ``flip``."""
+    arrays = {}
+    for i, view in enumerate(views):
+        for name in VIEW_FIELDS:
+            dtype = bool if name == 'flip' else (
+                np.float64 if name in ('to_map', 'origin', 'scale') else None)
+            arrays[f'{name}_{i}'] = np.asarray(view[name], dtype=dtype)
     record = np.zeros((), np.dtype([(name, array.dtype, array.shape)
                                     for name, array in arrays.items()]))
     for name, array in arrays.items():
@@ -92,6 +129,32 @@ def save_targets(path: str, arrays: Dict[str, np.ndarray],
         np.save(f, record, allow_pickle=False)
     os.replace(tmp, path)
     return osp.getsize(path)
+
+
+def load_views(path: str) -> List[TargetView]:
+    """The views of one targets file (decode only the one replayed: a file
+    holds up to tens of them)."""
+    record = np.load(path, allow_pickle=False)
+    return [
+        TargetView(*(record[f'{name}_{i}'] for name in ('values', 'indices',
+                                                        'rest')),
+                   *(tuple(record[f'{name}_{i}'].tolist())
+                     for name in ('to_map', 'origin', 'scale')),
+                   bool(record[f'flip_{i}']))
+        for i in range(sum(name.startswith('values_')
+                           for name in record.dtype.names))
+    ]
+
+
+def nearest_view(views: Sequence[TargetView], meta: dict) -> TargetView:
+    """The view to replay for a sample: flipped horizontally as the sample
+    is when such views are stored, and of the nearest resize (by ratio)."""
+    _, h_scale = meta.get('scale_factor', None) or (1.0, 1.0)
+    flipped = bool(meta.get('flip', False)) and meta.get(
+        'flip_direction', 'horizontal') in ('horizontal', 'diagonal')
+    candidates = [view for view in views if view.flip == flipped] or views
+    return min(candidates,
+               key=lambda view: abs(math.log(h_scale / view.scale[0])))
 
 
 def weights_hash(state_dict: Dict[str, Tensor]) -> str:
@@ -123,9 +186,13 @@ def list_hash(keys: Sequence[str]) -> str:
 # -- the replay --------------------------------------------------------------
 
 
-def warp_to_sample(dense: Tensor, to_map: Sequence[float], meta: dict,
+def warp_to_sample(dense: Tensor,
+                   to_map: Sequence[float],
+                   meta: dict,
                    out_size: Tuple[int, int],
-                   input_size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+                   input_size: Tuple[int, int],
+                   origin: Sequence[float] = (0.0, 0.0)
+                   ) -> Tuple[Tensor, Tensor]:
     """Put a stored map through a sample's recorded geometry.
 
     The pipeline is mmseg's resize -> crop -> flip, then the data
@@ -137,7 +204,8 @@ def warp_to_sample(dense: Tensor, to_map: Sequence[float], meta: dict,
 
     Args:
         dense: the stored map (C, h, w), covering the whole original image.
-        to_map: (sy, sx), original image pixel coordinates -> ``dense``'s.
+        to_map, origin: (y, x) original image pixel coordinates to
+            ``dense``'s: ``coordinate · to_map + origin``.
         meta: the sample's metainfo: ``img_shape`` (the cropped image,
             before padding), ``scale_factor`` (w, h) (default 1),
             ``crop_bbox`` (y1, y2, x1, x2) (default: no crop), ``flip``,
@@ -163,8 +231,10 @@ def warp_to_sample(dense: Tensor, to_map: Sequence[float], meta: dict,
             xs = width - xs
         if direction in ('vertical', 'diagonal'):
             ys = height - ys
-    rows = _bilinear_taps((ys + y1) / h_scale * to_map[0], dense.shape[1])
-    cols = _bilinear_taps((xs + x1) / w_scale * to_map[1], dense.shape[2])
+    rows = _bilinear_taps((ys + y1) / h_scale * to_map[0] + origin[0],
+                          dense.shape[1])
+    cols = _bilinear_taps((xs + x1) / w_scale * to_map[1] + origin[1],
+                          dense.shape[2])
     dense = dense.float()
     warped = 0
     for row, row_weight in rows:
@@ -208,14 +278,19 @@ class StoredTargets:
     Args:
         dir: the directory written by ``tools/compute_teacher_targets.py``.
         topk: the k the config expects (checked against the stored one).
+        scales, flip: the views the config expects (checked likewise).
         teacher_checkpoint: the configured teacher's checkpoint, or None;
             its weights must be those the targets were computed from.
         num_classes: the student's class count.
     """
 
-    def __init__(self, dir: str, topk: int,
+    def __init__(self,
+                 dir: str,
+                 topk: int,
                  teacher_checkpoint: Optional[str],
-                 num_classes: int) -> None:
+                 num_classes: int,
+                 scales: Sequence[float] = (1.0, ),
+                 flip: bool = False) -> None:
         self.dir = dir
         info = read_fingerprint(dir)
         where = f'model.teacher.stored_targets ({dir!r})'
@@ -228,6 +303,13 @@ class StoredTargets:
                 f'{where}: stored with topk={info["topk"]}, the config asks '
                 f'for topk={topk}: recompute ({COMPUTE}) or set '
                 f'topk={info["topk"]}.')
+        views = dict(scales=[float(x) for x in scales], flip=bool(flip))
+        stored_views = dict(scales=info['scales'], flip=info['flip'])
+        if stored_views != views:
+            raise StoredTargetsError(
+                f'{where}: stored with views {stored_views}, the config asks '
+                f'for {views}: recompute ({COMPUTE}) or set '
+                f'scales={tuple(info["scales"])}, flip={info["flip"]}.')
         if info['num_classes'] != num_classes:
             raise StoredTargetsError(
                 f'{where}: the teacher predicts {info["num_classes"]} '
@@ -248,7 +330,7 @@ class StoredTargets:
         self.stride = info['stride']
         self._keys = set(info['images'])
 
-    def _load(self, img_path: str, device) -> Tuple[Tensor, np.ndarray]:
+    def _load(self, img_path: str) -> List[TargetView]:
         key = image_key(img_path, self.info['img_dir'])
         if key not in self._keys:
             if key.startswith('..'):
@@ -266,11 +348,7 @@ class StoredTargets:
             raise StoredTargetsError(
                 f'model.teacher.stored_targets: targets file {path!r} of '
                 f'image {key!r} is missing: rerun {COMPUTE} (it resumes).')
-        record = np.load(path, allow_pickle=False)
-        dense = decode_topk(*(torch.from_numpy(record[name]).to(device)
-                              for name in ('values', 'indices', 'rest')),
-                            num_classes=self.num_classes)
-        return dense, record['to_map']
+        return load_views(path)
 
     def batch(self, data_samples: Sequence, input_size: Tuple[int, int],
               device) -> Tuple[Tensor, Tensor]:
@@ -281,9 +359,12 @@ class StoredTargets:
                     math.ceil(input_size[1] / self.stride))
         maps, valid = [], []
         for sample in data_samples:
-            dense, to_map = self._load(sample.metainfo['img_path'], device)
-            warped, mask = warp_to_sample(dense, to_map, sample.metainfo,
-                                          out_size, input_size)
+            view = nearest_view(self._load(sample.metainfo['img_path']),
+                                sample.metainfo)
+            warped, mask = warp_to_sample(view.logits(self.num_classes,
+                                                      device), view.to_map,
+                                          sample.metainfo, out_size,
+                                          input_size, view.origin)
             maps.append(warped)
             valid.append(mask)
         return torch.stack(maps), torch.stack(valid)[:, None]
@@ -292,13 +373,16 @@ class StoredTargets:
 def open_stored_targets(teacher: dict, stored: dict,
                         num_classes: int) -> StoredTargets:
     """:class:`StoredTargets` from ``model.teacher`` (``config``,
-    ``checkpoint``) and its ``stored_targets=dict(dir=..., topk=...)``."""
+    ``checkpoint``) and its ``stored_targets=dict(dir=..., topk=...,
+    scales=(1.0, ), flip=False)``."""
     stored = dict(stored)
     directory, topk = stored.pop('dir', None), stored.pop('topk', None)
+    views = {key: stored.pop(key) for key in ('scales', 'flip')
+             if key in stored}
     if stored or not directory or not topk:
         raise ValueError(
-            f'model.teacher.stored_targets: expected dict(dir=DIR, topk=K), '
-            f'got keys {sorted(stored) + ["dir", "topk"]} with dir='
-            f'{directory!r}, topk={topk!r}.')
+            f'model.teacher.stored_targets: expected dict(dir=DIR, topk=K[, '
+            f'scales=(S, ...), flip=BOOL]), got unknown keys {sorted(stored)} '
+            f'with dir={directory!r}, topk={topk!r}.')
     return StoredTargets(directory, topk, teacher.get('checkpoint'),
-                         num_classes)
+                         num_classes, **views)
