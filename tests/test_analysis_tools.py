@@ -32,26 +32,18 @@ def test_benchmark_prints_rates_and_memory():
                                          ('train', 'bf16')], proc.stdout
 
 
-def test_benchmark_compares_runtimes_in_separate_processes():
-    proc = run(python('tools/analysis_tools/benchmark.py', DEMO_CONFIG,
-                      '--backend', 'pytorch', 'deploy', 'onnxruntime',
-                      'onnxruntime-dynamic', '--output', 'labels',
-                      '--shape', '96', '96', '--runs', '1', '--warmup',
-                      '0', '--threads', '1', '--rounds', '2'))
-    rows = re.findall(r'infer fp32 (\S+) labels: median [\d.]+s .* -> '
-                      r'[\d.]+ img/s(, [\d.]+x pytorch)?, peak memory',
-                      proc.stdout)
-    assert [backend for backend, _ in rows] == [
-        'pytorch', 'deploy', 'onnxruntime', 'onnxruntime-dynamic'
-    ], proc.stdout
-    assert [bool(ratio) for _, ratio in rows] == [False, True, True, True]
-    # The fixed-size file beside one that takes any size.
-    assert re.search(r'onnxruntime labels: ONNX input batchx3x96x96, '
-                     r'exported in \d+ s', proc.stdout), proc.stdout
-    assert re.search(r'onnxruntime-dynamic labels: ONNX input '
-                     r'batchx3x[a-z]\w*x[a-z]\w*, exported in \d+ s',
-                     proc.stdout), proc.stdout
-    assert 'rounds=2' in proc.stdout
+def test_benchmark_refuses_a_misnamed_onnx_file(tmp_path):
+    """``--onnx-file`` is checked before anything is built or exported."""
+    for entry, message in (
+            ('tensorrt=x.onnx', "expected BACKEND=PATH with BACKEND one of"),
+            ('onnxruntime-dynamic=x.onnx', 'onnxruntime-dynamic is not '
+             'among --backend onnxruntime'),
+            (f'onnxruntime={tmp_path / "missing.onnx"}', 'no such file')):
+        proc = run(python('tools/analysis_tools/benchmark.py', DEMO_CONFIG,
+                          '--backend', 'onnxruntime', '--onnx-file', entry),
+                   check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr.splitlines()[-1], proc.stderr
 
 
 def test_benchmark_reports_a_failing_case_instead_of_waiting():

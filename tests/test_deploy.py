@@ -3,6 +3,7 @@ torch.compile without graph breaks), DeploySegmentor reproduces mmseg's
 inference, labels come without full-resolution logits, and the ONNX tools
 (export, check, int8, the torch-free demo) work and fail clearly."""
 import os.path as osp
+import re
 
 import numpy as np
 import pytest
@@ -309,6 +310,35 @@ def exported(tmp_path_factory, demo_checkpoint, demo_onnx):
                           files['static'], '--shape', '96', '128',
                           '--output', 'labels')).stdout)
     return files, logs
+
+
+@pytest.mark.e2e
+def test_benchmark_compares_runtimes_in_separate_processes(exported):
+    """tools/analysis_tools/benchmark.py: PyTorch, the deploy module, a
+    fixed-size file it exports and this session's dynamic-shape file
+    (``--onnx-file``: not exported again), each in its own process, two
+    interleaved rounds."""
+    files, _ = exported
+    proc = run(python('tools/analysis_tools/benchmark.py', DEMO_CONFIG,
+                      '--backend', 'pytorch', 'deploy', 'onnxruntime',
+                      'onnxruntime-dynamic', '--onnx-file',
+                      f'onnxruntime-dynamic={files["dynamic"]}', '--output',
+                      'labels', '--shape', '96', '96', '--runs', '1',
+                      '--warmup', '0', '--threads', '1', '--rounds', '2'))
+    rows = re.findall(r'infer fp32 (\S+) labels: median [\d.]+s .* -> '
+                      r'[\d.]+ img/s(, [\d.]+x pytorch)?, peak memory',
+                      proc.stdout)
+    assert [backend for backend, _ in rows] == [
+        'pytorch', 'deploy', 'onnxruntime', 'onnxruntime-dynamic'
+    ], proc.stdout
+    assert [bool(ratio) for _, ratio in rows] == [False, True, True, True]
+    # The fixed-size file beside one that takes any size.
+    assert re.search(r'onnxruntime labels: ONNX input batchx3x96x96, '
+                     r'exported in \d+ s', proc.stdout), proc.stdout
+    assert re.search(r'onnxruntime-dynamic labels: ONNX input '
+                     r'batchx3x[a-z]\w*x[a-z]\w*, given \(', proc.stdout), \
+        proc.stdout
+    assert 'rounds=2' in proc.stdout
 
 
 @pytest.mark.e2e

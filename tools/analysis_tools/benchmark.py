@@ -26,6 +26,11 @@ Modes:
     (static, calibrated on ``--calib-dir`` images, by default on random
     ones: the speed does not depend on the calibration).
 
+  ``--onnx-file BACKEND=PATH`` measures a file exported before (by
+  ``tools/deployment/pytorch2onnx.py``, with its checks and your weights)
+  for that backend instead of exporting one; only its ``--output`` is
+  fetched.
+
 * ``train``: forward with the loss, backward and the config's optimizer
   step on random labels -> iterations/s (backends ``pytorch`` and
   ``compile``).
@@ -53,7 +58,8 @@ docs/porting.md). The same variable works for any command.
                    onnxruntime-int8]
         [--output logits labels] [--precision fp32 bf16] [--shape 512 512]
         [--batch 1] [--threads 2] [--runs 10] [--warmup 3] [--rounds 1]
-        [--calib-dir DIR] [--device cpu] [--keep-heap]
+        [--calib-dir DIR] [--onnx-file BACKEND=PATH ...] [--device cpu]
+        [--keep-heap]
 """
 import argparse
 import itertools
@@ -129,6 +135,10 @@ def parse_args() -> argparse.Namespace:
         '--rounds', type=int, default=1,
         help='run every case this many times, interleaved')
     parser.add_argument(
+        '--onnx-file', nargs='+', default=[], metavar='BACKEND=PATH',
+        help='measure this exported file for an ONNX backend instead of '
+        'exporting one (one config only)')
+    parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu',
         help='device of the PyTorch backends')
     parser.add_argument(
@@ -136,7 +146,30 @@ def parse_args() -> argparse.Namespace:
         help=f'measure with GLIBC_TUNABLES={KEEP_HEAP_TUNABLES} (glibc '
         f'keeps freed activation memory instead of returning it to the '
         f'kernel after every forward)')
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.given_onnx = given_onnx_files(parser, args)
+    return args
+
+
+def given_onnx_files(parser: argparse.ArgumentParser,
+                     args: argparse.Namespace) -> Dict[str, str]:
+    """``--onnx-file BACKEND=PATH`` entries as {backend: path}, checked."""
+    given = {}
+    for entry in args.onnx_file:
+        backend, _, path = entry.partition('=')
+        if backend not in ONNX_BACKENDS or not path:
+            parser.error(f'--onnx-file {entry!r}: expected BACKEND=PATH with '
+                         f'BACKEND one of {", ".join(ONNX_BACKENDS)}.')
+        if backend not in args.backend:
+            parser.error(f'--onnx-file {entry!r}: {backend} is not among '
+                         f'--backend {" ".join(args.backend)}.')
+        if not osp.isfile(path):
+            parser.error(f'--onnx-file {entry!r}: no such file.')
+        given[backend] = path
+    if given and len(args.configs) > 1:
+        parser.error('--onnx-file: give one config (the file is measured '
+                     'for it).')
+    return given
 
 
 def cases(args: argparse.Namespace) -> List[Case]:
@@ -251,8 +284,12 @@ def onnxruntime_infer_step(case: Case, args) -> Callable[[], None]:
     session = onnx_session(args.onnx_files[case], args.threads)
     images = random_images(args).numpy()
 
+    # A file given with both outputs: fetch the measured one only.
+    outputs = [o.name for o in session.get_outputs()]
+    fetch = [case.output] if case.output in outputs else None
+
     def step():
-        session.run(None, {INPUT_NAME: images})
+        session.run(fetch, {INPUT_NAME: images})
 
     return step
 
@@ -334,6 +371,12 @@ def main() -> None:
         args.onnx_files = {}
         for i, case in enumerate(c for c in todo
                                  if c.backend in ONNX_BACKENDS):
+            if case.backend in args.given_onnx:
+                args.onnx_files[case] = args.given_onnx[case.backend]
+                print(f'{case.label()}: ONNX input '
+                      f'{onnx_input_shape(args.onnx_files[case])}, given '
+                      f'({args.onnx_files[case]})')
+                continue
             started = time.perf_counter()
             args.onnx_files[case] = run_in_fresh_process(
                 export_for_onnxruntime, case, args,
