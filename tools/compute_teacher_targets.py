@@ -13,10 +13,12 @@ sees every image of ``train_dataloader.dataset`` through the *teacher
 config's* test pipeline (its test scale, no augmentation), resized by each
 of ``scales`` (default ``(1.0,)``) and, with ``flip=True``, flipped too;
 its logits (at their own stride) are kept as the top ``K`` classes and
-values per pixel in fp16 (see :mod:`cgrseg.models.segmentors.stored_targets`),
-all views of an image in one file under DIR, next to ``fingerprint.json``
-(teacher weights hash, image list, storage settings). Images whose file exists are skipped, so an interrupted
-run resumes; with several ranks each takes every world-size-th image.
+values per pixel in fp16 (see
+:mod:`cgrseg.models.segmentors.stored_targets`), all views of an image in
+one file under DIR, next to ``fingerprint.json`` (teacher weights hash,
+image list, storage settings). Images whose file exists are skipped, so an
+interrupted run resumes; with several ranks each takes every
+world-size-th image.
 """
 import argparse
 import json
@@ -100,8 +102,9 @@ def teacher_dataset(cfg: Config, teacher_cfg: Config, scale: float = 1.0,
 
 
 def to_pair(value) -> tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,
-                                                                 value)
+    if isinstance(value, (tuple, list)):
+        return tuple(value)
+    return value, value
 
 
 def views_of(stored: dict) -> list:
