@@ -41,8 +41,10 @@ from cgrseg.models.segmentors.distill_layers import LOGITS, layer_outputs
 from cgrseg.models.segmentors.stored_targets import (FINGERPRINT,
                                                      FORMAT_VERSION,
                                                      TARGETS_SUFFIX,
+                                                     configured_views,
                                                      encode_topk, image_key,
                                                      list_hash, save_targets,
+                                                     view_settings,
                                                      weights_hash)
 from cgrseg.models.segmentors.teacher import build_teacher, config_path
 from cgrseg.models.utils.checkpoint import read_checkpoint, state_dict_of
@@ -107,13 +109,6 @@ def to_pair(value) -> tuple:
     return value, value
 
 
-def views_of(stored: dict) -> list:
-    """The (scale, flip) views the recipe asks for."""
-    scales = [float(x) for x in stored.get('scales', (1.0, ))]
-    flips = (False, True) if stored.get('flip', False) else (False, )
-    return [(scale, flip) for scale in scales for flip in flips]
-
-
 def fingerprint(cfg: Config, dataset, digest: str, stride: int,
                 num_classes: int) -> dict:
     teacher = cfg.model.teacher
@@ -131,9 +126,7 @@ def fingerprint(cfg: Config, dataset, digest: str, stride: int,
         images=images,
         images_sha256=list_hash(images),
         topk=teacher.stored_targets.topk,
-        scales=[float(x) for x in teacher.stored_targets.get('scales',
-                                                             (1.0, ))],
-        flip=bool(teacher.stored_targets.get('flip', False)),
+        **view_settings(teacher.stored_targets),
         num_classes=num_classes,
         stride=stride,
         dtype='float16')
@@ -180,7 +173,7 @@ def main() -> None:
              checkpoint=cfg.model.teacher.checkpoint)).to(args.device)
     digest = weights_hash(
         state_dict_of(read_checkpoint(cfg.model.teacher.checkpoint)))
-    views = views_of(stored)
+    views = configured_views(stored)
     datasets = [teacher_dataset(cfg, teacher_cfg, scale, flip)
                 for scale, flip in views]
     dataset = datasets[0]
@@ -192,7 +185,7 @@ def main() -> None:
     ]
     print(f'[rank {rank}/{world}] {len(dataset)} training images, '
           f'{len(todo)} to compute ({len(views)} view(s) each: scales '
-          f'{list(stored.get("scales", (1.0, )))}'
+          f'{view_settings(stored)["scales"]}'
           f'{", flipped too" if stored.get("flip") else ""}), into {out}',
           flush=True)
     done, total_bytes, stride, started = 0, 0, None, time.perf_counter()

@@ -212,14 +212,15 @@ def save_random_teacher(config: str, path: str) -> None:
 def fake_stored_targets(cfg: Config, args: argparse.Namespace,
                         directory: str) -> None:
     """Random targets in the stored format for the ``args.batch`` images of
-    :func:`random_batch`, with the teacher's stride and class count and a
-    fingerprint that fits the teacher checkpoint."""
+    :func:`random_batch` (the views of ``args.stored_views``), with the
+    teacher's stride and class count and a fingerprint that fits the
+    teacher checkpoint."""
     import cgrseg  # noqa: F401
     from cgrseg.models.segmentors.distill_layers import (LOGITS,
                                                          layer_outputs)
     from cgrseg.models.segmentors.stored_targets import (
         FINGERPRINT, FORMAT_VERSION, TARGETS_SUFFIX, checkpoint_hash,
-        encode_topk, save_targets)
+        encode_topk, save_targets, view_settings)
     from cgrseg.models.segmentors.teacher import build_teacher_model
     with torch.no_grad():
         logits = layer_outputs(
@@ -227,14 +228,13 @@ def fake_stored_targets(cfg: Config, args: argparse.Namespace,
             torch.zeros(1, 3, *args.shape), True)[1][LOGITS][0]
     stride = round(args.shape[0] / logits.shape[-2])
     stored = cfg.model.teacher.stored_targets
-    views = [(float(scale), flip) for scale in stored.get('scales', (1.0, ))
-             for flip in ((False, True) if stored.get('flip') else (False, ))]
     images = [f'{i}.png' for i in range(args.batch)]
     for image in images:
         save_targets(osp.join(directory, image + TARGETS_SUFFIX), [
             dict(encode_topk(torch.randn_like(logits), stored.topk),
                  to_map=(1 / stride, 1 / stride), origin=(0., 0.),
-                 scale=(scale, scale), flip=flip) for scale, flip in views
+                 scale=(scale, scale), flip=flip)
+            for scale, flip in args.stored_views
         ])
     with open(osp.join(directory, FINGERPRINT), 'w') as f:
         json.dump(dict(format_version=FORMAT_VERSION,
@@ -242,8 +242,7 @@ def fake_stored_targets(cfg: Config, args: argparse.Namespace,
                        teacher_weights_sha256=checkpoint_hash(
                            args.teacher_checkpoint),
                        img_dir=directory, images=images, topk=stored.topk,
-                       scales=[scale for scale, flip in views if not flip],
-                       flip=bool(stored.get('flip', False)),
+                       **view_settings(stored),
                        num_classes=logits.shape[0], stride=stride), f)
 
 
@@ -266,9 +265,7 @@ def report(results: dict, memory: str, args: argparse.Namespace) -> None:
               f'teacher) = {live / (student + median["teacher"]):.3f}')
         per_image = median['teacher'] / args.batch
         # views: the pixels of every stored view over one test-size view
-        stored = args.stored_views
-        views = sum(scale**2 for scale in stored.get('scales', (1.0, ))) * (
-            2 if stored.get('flip') else 1)
+        views = sum(scale**2 for scale, _ in args.stored_views)
         print(f'one-time target computation: teacher forward '
               f'{per_image:.4f}s per image at {args.shape[0]}x'
               f'{args.shape[1]} (batch {args.batch}) x {views:.2f} for the '
@@ -310,12 +307,12 @@ def main() -> None:
               f'{args.shape[1]} runs={args.runs}x{args.rounds} '
               f'warmup={args.warmup} torch={torch.__version__}\n'
               f'teacher: {teacher}')
-        args.stored_dir, args.stored_views = None, {}
+        args.stored_dir, args.stored_views = None, []
         stored = probe.model.teacher.get('stored_targets')
         if stored:
-            args.stored_views = dict(
-                scales=[float(x) for x in stored.get('scales', (1.0, ))],
-                flip=bool(stored.get('flip', False)))
+            from cgrseg.models.segmentors.stored_targets import \
+                configured_views
+            args.stored_views = configured_views(stored)
             args.stored_dir = osp.join(tmp, 'targets')
             os.makedirs(args.stored_dir)
             fake_stored_targets(probe, args, args.stored_dir)

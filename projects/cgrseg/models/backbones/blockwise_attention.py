@@ -84,10 +84,23 @@ class ResizedBias:
         index, weight = self.row_taps
         first, last = tap_span(self.columns.shape[1], index.shape[0], start,
                                stop)
-        band = torch.arange(first, last + 1, device=index.device)
-        on_tap = index[start:stop, :, None] == band
-        weights = (on_tap * weight[start:stop, :, None]).sum(1)
+        weights = band_weights(index[start:stop], weight[start:stop], first,
+                               last - first + 1)
         return weights.to(self.columns.dtype), self.columns[:, first:last + 1]
+
+
+def band_weights(index: torch.Tensor, weight: torch.Tensor, first,
+                 length) -> torch.Tensor:
+    """Each output row's bicubic weights on the table rows ``first`` ..
+    ``first + length - 1``: its taps' weights where they read (summed where
+    clamped taps read one row twice), zero elsewhere.
+
+    Shapes: index, weight (..., r, 4); first an int or a tensor that
+    broadcasts against index → (..., r, length).
+    """
+    band = torch.arange(length, device=index.device)
+    on_tap = (index - first)[..., None] == band
+    return (on_tap * weight[..., None]).sum(-2)
 
 
 def biased_scores(q: torch.Tensor, k: torch.Tensor, scale: float,
@@ -243,9 +256,8 @@ def _scan_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     # that would run past the table ends at its last row instead.
     first = index[:, 0, 0].clamp(max=table_rows - band_rows)
     band_index = first[:, None] + torch.arange(band_rows, device=q.device)
-    on_tap = (index - first[:, None, None])[..., None] == torch.arange(
-        band_rows, device=q.device)
-    band_weights = (on_tap * weight[..., None]).sum(2).to(q.dtype)
+    weights = band_weights(index, weight, first[:, None, None],
+                           band_rows).to(q.dtype)
     q_blocks = F.pad(q, (0, 0, 0, padding)).view(
         batch, heads, blocks, rows, dim).permute(2, 0, 1, 3, 4)
     columns = bias.columns
@@ -259,7 +271,6 @@ def _scan_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         rows_bias = rows_weights @ columns.index_select(1, rows_band)
         return carry.clone(), attend(q_rows, k, v, rows_bias)
 
-    _, out = scan(step, q.new_zeros(()),
-                  (q_blocks, band_index, band_weights))
+    _, out = scan(step, q.new_zeros(()), (q_blocks, band_index, weights))
     out = out.permute(1, 2, 0, 3, 4).reshape(batch, heads, blocks * rows, -1)
     return out.narrow(2, 0, num_queries)

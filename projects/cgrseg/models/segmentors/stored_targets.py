@@ -39,7 +39,7 @@ import math
 import os
 import os.path as osp
 import tempfile
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -85,6 +85,21 @@ def decode_topk(values: Tensor, indices: Tensor, rest: Tensor,
     dense = rest.float().unsqueeze(0).expand(num_classes,
                                              *rest.shape).clone()
     return dense.scatter_(0, indices.long(), values.float())
+
+
+def view_settings(stored: Mapping) -> dict:
+    """A ``stored_targets`` config's ``scales`` (floats, default
+    ``[1.0]``) and ``flip`` (default False): what the fingerprint keeps."""
+    return dict(scales=[float(x) for x in stored.get('scales', (1.0, ))],
+                flip=bool(stored.get('flip', False)))
+
+
+def configured_views(stored: Mapping) -> List[Tuple[float, bool]]:
+    """The (scale, mirrored) views a ``stored_targets`` config asks for:
+    each scale as it is and, with ``flip``, mirrored too."""
+    settings = view_settings(stored)
+    flips = (False, True) if settings['flip'] else (False, )
+    return [(scale, flip) for scale in settings['scales'] for flip in flips]
 
 
 class TargetView(NamedTuple):
@@ -303,7 +318,7 @@ class StoredTargets:
                 f'{where}: stored with topk={info["topk"]}, the config asks '
                 f'for topk={topk}: recompute ({COMPUTE}) or set '
                 f'topk={info["topk"]}.')
-        views = dict(scales=[float(x) for x in scales], flip=bool(flip))
+        views = view_settings(dict(scales=scales, flip=flip))
         stored_views = dict(scales=info['scales'], flip=info['flip'])
         if stored_views != views:
             raise StoredTargetsError(
