@@ -115,7 +115,7 @@ class TargetView(NamedTuple):
 
     def logits(self, num_classes: int, device=None) -> Tensor:
         """The dense float32 logits (C, h, w)."""
-        return decode_topk(*(torch.from_numpy(array).to(device)
+        return decode_topk(*(torch.from_numpy(np.array(array)).to(device)
                              for array in (self.values, self.indices,
                                            self.rest)), num_classes)
 
@@ -147,9 +147,10 @@ def save_targets(path: str, views: Sequence[Dict[str, np.ndarray]]) -> int:
 
 
 def load_views(path: str) -> List[TargetView]:
-    """The views of one targets file (decode only the one replayed: a file
-    holds up to tens of them)."""
-    record = np.load(path, allow_pickle=False)
+    """The views of one targets file, memory-mapped: a file holds up to
+    tens of them and a sample replays one, so only that view's arrays are
+    read (by :meth:`TargetView.logits`)."""
+    record = np.load(path, mmap_mode='r', allow_pickle=False)
     return [
         TargetView(*(record[f'{name}_{i}'] for name in ('values', 'indices',
                                                         'rest')),
